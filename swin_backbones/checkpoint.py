@@ -1,0 +1,156 @@
+"""Reading checkpoints safely and loading them into a backbone without silent partial loads.
+
+Checkpoints are untrusted input: they are read with ``torch.load(weights_only=True)``, which builds
+tensors and plain containers but runs no code. Checkpoints written by mmengine's runner also hold a
+few data-only classes (its history buffers, numpy arrays); those are admitted by name. Anything else
+that needs arbitrary unpickling is refused unless the caller passes ``weights_only=False`` for a file
+they trust.
+"""
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'extract_state_dict',
+           'load_state_dict_exactly']
+
+# Classes that mmengine-written checkpoints pickle besides tensors; each only holds data.
+_DATA_ONLY_GLOBALS = {
+    'mmengine.logging.history_buffer.HistoryBuffer',
+    'numpy.core.multiarray._reconstruct',
+    'numpy._core.multiarray._reconstruct',
+    'numpy.core.multiarray.scalar',
+    'numpy._core.multiarray.scalar',
+    'numpy.ndarray',
+    'numpy.dtype',
+    'collections.defaultdict',
+}
+_NUMPY_DTYPE_PREFIX = 'numpy.dtypes.'
+
+_MAX_LISTED_KEYS = 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file could not be read or does not hold a usable state dict."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The keys or shapes of a checkpoint do not fit the model."""
+
+
+def _is_data_only(name: str) -> bool:
+    return name in _DATA_ONLY_GLOBALS or name.startswith(_NUMPY_DTYPE_PREFIX)
+
+
+def _resolve_global(name: str):
+    module_name, _, attr = name.rpartition('.')
+    module = __import__(module_name, fromlist=[attr])
+    return getattr(module, attr)
+
+
+def read_checkpoint(path: str, weights_only: bool = True, map_location='cpu'):
+    """Reads a checkpoint file without running code from it (unless ``weights_only=False``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    if not weights_only:
+        print_log(f'loading {path} with weights_only=False: the file can run arbitrary code; '
+                  'only do this for files you trust', logger='current', level=logging.WARNING)
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = _unsafe_globals(path, error)
+    except Exception as error:
+        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint (truncated, corrupt or '
+                              f'another format): {type(error).__name__}: {error}') from error
+    if unsafe and all(_is_data_only(name) for name in unsafe):
+        with torch.serialization.safe_globals([_resolve_global(name) for name in unsafe]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    raise CheckpointError(
+        f'refusing to load {path}: it needs arbitrary unpickling of {", ".join(unsafe) or "unknown objects"}, '
+        'which can run code. If you trust this file, pass weights_only=False (in a config: '
+        "init_cfg=dict(type='Pretrained', checkpoint=..., weights_only=False); "
+        'with tools/convert_checkpoint.py: --no-weights-only) and re-save it with '
+        'tools/convert_checkpoint.py so that it loads safely from then on.')
+
+
+def _unsafe_globals(path: str, error: Exception) -> List[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as inspect_error:
+        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint (truncated, corrupt or '
+                              f'another format): {error}') from inspect_error
+
+
+def extract_state_dict(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """The backbone's tensors from a checkpoint object.
+
+    Unwraps ``state_dict`` / ``model`` containers and DDP's ``module.`` prefix. With ``prefix``, keeps
+    only keys under it (stripped); without it, a whole detector or segmentor checkpoint is recognised by
+    its ``backbone.`` keys and reduced to them.
+    """
+    state = checkpoint
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError('the checkpoint holds no state dict (expected a mapping of parameter '
+                              f'names to tensors, possibly under "state_dict" or "model"), got {type(state).__name__}')
+    non_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(f'the checkpoint state dict has non-tensor entries: {_listed(non_tensors)}')
+    state = {_strip(key, 'module.'): value for key, value in state.items()}
+    if prefix is None and any(key.startswith('backbone.') for key in state):
+        prefix = 'backbone.'
+    if prefix:
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f'the checkpoint has no keys under the prefix {prefix!r}')
+    return state
+
+
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def _listed(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    shown = ', '.join(keys[:_MAX_LISTED_KEYS])
+    more = len(keys) - _MAX_LISTED_KEYS
+    return shown + (f' ... and {more} more' if more > 0 else '')
+
+
+def load_state_dict_exactly(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str,
+                            may_be_missing: Iterable[str] = ()) -> Tuple[str, ...]:
+    """Loads ``state_dict`` only if it covers the module's parameters and buffers with the right shapes.
+
+    ``may_be_missing`` names keys that the checkpoint may lack (layers added on top of a classifier,
+    such as the output norms); they keep their initial values and are returned.
+    """
+    own = module.state_dict()
+    may_be_missing = set(may_be_missing)
+    missing = [key for key in own if key not in state_dict and key not in may_be_missing]
+    unexpected = [key for key in state_dict if key not in own]
+    mismatched = [f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}'
+                  for key, value in state_dict.items() if key in own and value.shape != own[key].shape]
+    if missing or unexpected or mismatched:
+        lines = [f'{source} does not fit {type(module).__name__}:']
+        if missing:
+            lines.append(f'  missing keys ({len(missing)}): {_listed(missing)}')
+        if unexpected:
+            lines.append(f'  unexpected keys ({len(unexpected)}): {_listed(unexpected)}')
+        if mismatched:
+            lines.append(f'  shape mismatches ({len(mismatched)}): {_listed(mismatched)}')
+        raise CheckpointMismatchError('\n'.join(lines))
+    non_finite = [key for key, value in state_dict.items()
+                  if value.is_floating_point() and not torch.isfinite(value).all()]
+    if non_finite:
+        raise CheckpointError(f'{source} has non-finite values (NaN or inf) in {_listed(non_finite)}')
+    module.load_state_dict(state_dict, strict=False)
+    return tuple(key for key in own if key not in state_dict)

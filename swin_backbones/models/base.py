@@ -1,0 +1,156 @@
+"""What the Swin and CrossFormer backbones share: init_cfg / pretrained handling, checkpoint loading,
+frozen stages and the checks at the model's entry."""
+import copy
+import logging
+import warnings
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import initialize
+
+from ..checkpoint import extract_state_dict, load_state_dict_exactly, read_checkpoint
+
+_PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
+
+
+class PyramidBackbone(BaseModule):
+    """Base of a backbone that returns a tuple of NCHW maps at strides 4, 8, 16 and 32.
+
+    Subclasses build ``self.num_stages`` stages and implement ``_forward_features``,
+    ``_stage_modules`` (what ``frozen_stages`` freezes) and ``convert_state_dict`` (checkpoint layouts).
+    """
+
+    def __init__(self, in_channels: int, num_stages: int, out_indices: Sequence[int], frozen_stages: int,
+                 pretrained=None, init_cfg=None):
+        if init_cfg is not None and pretrained is not None:
+            raise ValueError('init_cfg and pretrained cannot be specified at the same time')
+        if pretrained is not None:
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a str (checkpoint path) or None, got {type(pretrained).__name__}')
+            warnings.warn('pretrained is deprecated, use init_cfg=dict(type="Pretrained", checkpoint=...)',
+                          DeprecationWarning)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=copy.deepcopy(init_cfg))
+        self.in_channels = in_channels
+        self.num_stages = num_stages
+        self.out_indices = _check_out_indices(out_indices, num_stages)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be an int in [-1, {num_stages}] (-1 freezes nothing, '
+                             f'0 the stem, k the stem and the first k stages), got {frozen_stages!r}')
+        self.frozen_stages = frozen_stages
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self._check_input(x)
+        return tuple(self._forward_features(x))
+
+    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        raise NotImplementedError
+
+    def _check_input(self, x) -> None:
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'{name} expects a torch.Tensor of shape (N, {self.in_channels}, H, W), '
+                            f'got {type(x).__name__}')
+        if x.dim() != 4:
+            raise ValueError(f'{name} expects a 4-d tensor (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'{name} expects {self.in_channels} input channels (N, {self.in_channels}, H, W), '
+                             f'got shape {tuple(x.shape)}; for channels-last data use x.permute(0, 3, 1, 2)')
+        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f'{name} got an empty input of shape {tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise TypeError(f'{name} expects a floating point input, got {x.dtype}; '
+                            'convert images with x.float() and normalise them first')
+
+    # ---------------------------------------------------------------------------------- freezing
+    def _stage_modules(self, index: int) -> List[nn.Module]:
+        """Modules (and a parameter holder for the stem) that ``frozen_stages`` freezes; index -1 is the stem."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def _freeze_stages(self) -> None:
+        for index in range(-1, self.frozen_stages):
+            for module in self._stage_modules(index):
+                if isinstance(module, nn.Parameter):
+                    module.requires_grad = False
+                    continue
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    # ---------------------------------------------------------------------------- initialisation
+    def _init_from_scratch(self) -> None:
+        """Truncated normal (std 0.02) Linear weights with zero bias, LayerNorm ones and zeros."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def init_weights(self) -> None:
+        self._init_from_scratch()
+        init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        pretrained = [cfg for cfg in init_cfgs if cfg.get('type') == 'Pretrained']
+        others = [cfg for cfg in init_cfgs if cfg.get('type') != 'Pretrained']
+        if others:
+            initialize(self, others)
+        if len(pretrained) > 1:
+            raise ValueError(f'at most one Pretrained init_cfg is allowed, got {len(pretrained)}')
+        if pretrained:
+            cfg = pretrained[0]
+            unknown = set(cfg) - _PRETRAINED_KEYS
+            if unknown:
+                raise ValueError(f'unknown keys in the Pretrained init_cfg: {sorted(unknown)}; '
+                                 f'allowed: {sorted(_PRETRAINED_KEYS)}')
+            if 'checkpoint' not in cfg:
+                raise ValueError("the Pretrained init_cfg needs a 'checkpoint' path")
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 weights_only=cfg.get('weights_only', True))
+        self._is_init = True
+
+    def load_pretrained(self, path: str, prefix=None, weights_only: bool = True) -> str:
+        """Loads a checkpoint in any supported layout; returns the name of the layout it was in."""
+        state_dict = extract_state_dict(read_checkpoint(path, weights_only=weights_only), prefix=prefix)
+        state_dict, layout = self.convert_state_dict(state_dict)
+        state_dict = self.adapt_state_dict(state_dict)
+        left_at_init = load_state_dict_exactly(self, state_dict, source=f'checkpoint {path} ({layout} layout)',
+                                               may_be_missing=self._keys_not_in_pretraining())
+        message = f'{type(self).__name__}: loaded {path} ({layout} layout, {len(state_dict)} tensors)'
+        if left_at_init:
+            message += f'; not in the checkpoint, left at their initial values: {", ".join(left_at_init)}'
+        print_log(message, logger='current', level=logging.INFO)
+        return layout
+
+    @classmethod
+    def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+        """Maps a state dict in any supported layout to this package's; returns it and the layout's name."""
+        raise NotImplementedError
+
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Fits a converted state dict to this model's options (window size, output norms, ...)."""
+        return state_dict
+
+    def _keys_not_in_pretraining(self) -> List[str]:
+        """Keys a classification checkpoint does not have and that may stay at their initial values."""
+        return []
+
+
+def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
+    if isinstance(out_indices, int):
+        out_indices = (out_indices,)
+    out_indices = tuple(out_indices)
+    if (not out_indices or len(set(out_indices)) != len(out_indices)
+            or any(not isinstance(i, int) or not 0 <= i < num_stages for i in out_indices)):
+        raise ValueError(f'out_indices must be distinct stage indices in [0, {num_stages - 1}], got {out_indices!r}')
+    return tuple(sorted(out_indices))

@@ -1,0 +1,401 @@
+"""Swin Transformer backbone (Liu et al., ICCV 2021) for any input size.
+
+Computes the same function as mmdet 3.3.0's ``SwinTransformer`` and accepts its constructor
+arguments. Parameters use the authors' key layout (``layers.{i}.blocks.{j}.attn.qkv`` ...) plus the
+output norms ``norm{i}``; :meth:`SwinTransformer.convert_state_dict` reads the authors', mmdet/mmseg
+and timm layouts.
+"""
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+
+from ..checkpoint import CheckpointError
+from ..registry import MODELS
+from .base import PyramidBackbone
+from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
+                     pad_to_multiple, shift_region_mask, ungroup_tokens)
+
+ARCH_SETTINGS = {
+    'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+
+
+class PatchEmbed(nn.Module):
+    """(B, in, H, W) -> zero-pad to multiples of the patch -> Conv2d(patch, stride patch) -> (B, H/p, W/p, C)."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int, norm_cfg: Optional[dict]):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = build_norm(norm_cfg, dim) if norm_cfg else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h = -x.shape[2] % self.patch_size
+        pad_w = -x.shape[3] % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x).permute(0, 2, 3, 1)
+        return self.norm(x) if self.norm is not None else x
+
+
+class PatchMerging(nn.Module):
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): 2x2 neighbours concatenated, LayerNorm, Linear."""
+
+    def __init__(self, dim: int, norm_cfg: Optional[dict]):
+        super().__init__()
+        self.norm = build_norm(norm_cfg, 4 * dim) if norm_cfg else None
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_to_multiple(x, 2, 2)
+        batch, height, width, channels = x.shape
+        # Neighbour order (0,0), (1,0), (0,1), (1,1) with the row offset fastest, as in the authors' code.
+        x = x.view(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5)
+        x = x.reshape(batch, height // 2, width // 2, 4 * channels)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.reduction(x)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(N, N) row of the bias table for each query/key pair of a window: (dh+ws-1)*(2ws-1) + (dw+ws-1)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')).flatten(1)
+    offsets = (coords[:, :, None] - coords[:, None, :]) + (window - 1)  # 2, N, N
+    return offsets[0] * (2 * window - 1) + offsets[1]
+
+
+class WindowAttention(MultiHeadGroupAttention):
+    """W-MSA / SW-MSA on a (B, H, W, C) map: pad to whole windows (padding is not masked), roll by the
+    shift, attend inside windows with the relative position bias, roll back, crop."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, **kwargs):
+        super().__init__(dim, num_heads, **kwargs)
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.grouping = Grouping(window_size, window_size)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
+
+    def position_bias(self) -> torch.Tensor:
+        length = self.window_size ** 2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(length, length, self.num_heads).permute(2, 0, 1)  # heads, N, N
+
+    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        _, height, width, _ = x.shape
+        x = pad_to_multiple(x, self.window_size, self.window_size)
+        padded_height, padded_width = x.shape[1:3]
+        shift = self.shift_size
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        windows = group_tokens(x, self.grouping)  # B*nW, ws*ws, C
+        windows = self.attend(windows, self.position_bias(), shift_mask if shift else None)
+        x = ungroup_tokens(windows, self.grouping, padded_height, padded_width)
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        return x[:, :height, :width]
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
+                 qkv_bias: bool, qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
+                 act_cfg: dict, norm_cfg: dict, with_cp: bool):
+        super().__init__()
+        self.with_cp = with_cp
+        self.norm1 = build_norm(norm_cfg, dim)
+        self.attn = WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias=qkv_bias,
+                                    qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = build_norm(norm_cfg, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop)
+
+    def _forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), shift_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return checkpoint.checkpoint(self._forward, x, shift_mask, use_reentrant=False)
+        return self._forward(x, shift_mask)
+
+
+class SwinStage(nn.Module):
+    """Blocks alternating W-MSA and SW-MSA, then (except in the last stage) patch merging."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
+                 downsample: bool, norm_cfg: dict, patch_norm: bool, **block_kwargs):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2
+        self.blocks = nn.ModuleList([
+            SwinBlock(dim, num_heads, window_size, 0 if j % 2 == 0 else self.shift_size,
+                      drop_path=drop_path[j], norm_cfg=norm_cfg, **block_kwargs)
+            for j in range(depth)])
+        self.downsample = PatchMerging(dim, norm_cfg if patch_norm else None) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Returns the stage's output map and, when the stage merges, the merged map."""
+        shift_mask = None
+        if self.shift_size and len(self.blocks) > 1:
+            window = self.window_size
+            padded_height = x.shape[1] + (-x.shape[1] % window)
+            padded_width = x.shape[2] + (-x.shape[2] % window)
+            shift_mask = shift_region_mask(padded_height, padded_width, window, self.shift_size,
+                                           self.blocks[0].attn.grouping, x.device, x.dtype)
+        for block in self.blocks:
+            x = block(x, shift_mask)
+        return x, self.downsample(x) if self.downsample is not None else None
+
+
+def _to_pair(size) -> Tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(size)
+    if len(size) == 1:
+        return size[0], size[0]
+    if len(size) != 2:
+        raise ValueError(f'pretrain_img_size must be an int or a pair, got {size!r}')
+    return size
+
+
+@MODELS.register_module()
+class SwinTransformer(PyramidBackbone):
+    """Swin Transformer backbone returning NCHW maps of size ceil(H/4), ceil(H/8), ceil(H/16), ceil(H/32).
+
+    Takes every argument of mmdet 3.3.0's ``SwinTransformer`` with the same meaning, plus ``arch``
+    ('tiny', 'small', 'base', 'large') which sets ``embed_dims``, ``depths`` and ``num_heads``.
+    Inputs of any size are padded internally, exactly as mmdet does.
+
+    ``convert_weights`` is accepted for config compatibility: checkpoint layouts are detected
+    automatically whatever its value (the detected layout is logged).
+    """
+
+    def __init__(self,
+                 arch: Optional[str] = None,
+                 pretrain_img_size=224,
+                 in_channels: int = 3,
+                 embed_dims: Optional[int] = None,
+                 patch_size: int = 4,
+                 window_size: int = 7,
+                 mlp_ratio: float = 4,
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 strides: Sequence[int] = (4, 2, 2, 2),
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 patch_norm: bool = True,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1,
+                 use_abs_pos_embed: bool = False,
+                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='LN'),
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 convert_weights: bool = False,
+                 frozen_stages: int = -1,
+                 init_cfg=None):
+        settings = _resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
+        embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
+        num_stages = len(depths)
+        if len(num_heads) != num_stages:
+            raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
+        strides = tuple(strides)
+        if strides != (patch_size,) + (2,) * (num_stages - 1):
+            raise ValueError(f'strides must be (patch_size, 2, 2, ...) = {(patch_size,) + (2,) * (num_stages - 1)}: '
+                             f'non-overlapping patch embedding and 2x2 patch merging; got {strides}')
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f'window_size must be a positive int, got {window_size!r}')
+        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg)
+        self.arch = arch
+        self.embed_dims = embed_dims
+        self.depths = tuple(depths)
+        self.num_heads = tuple(num_heads)
+        self.window_size = window_size
+        self.convert_weights = convert_weights
+        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]
+        for dim, heads in zip(self.num_features, num_heads):
+            if dim % heads:
+                raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None)
+        self.use_abs_pos_embed = use_abs_pos_embed
+        if use_abs_pos_embed:
+            height, width = _to_pair(pretrain_img_size)
+            self.pos_embed_grid = (height // patch_size, width // patch_size)
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], embed_dims))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+
+        drop_path = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i in range(num_stages):
+            first = sum(depths[:i])
+            self.layers.append(SwinStage(
+                self.num_features[i], depths[i], num_heads[i], window_size,
+                drop_path=drop_path[first:first + depths[i]], downsample=i < num_stages - 1,
+                norm_cfg=norm_cfg, patch_norm=patch_norm, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
+        self._freeze_stages()
+
+    def _stage_modules(self, index: int) -> List[nn.Module]:
+        if index < 0:
+            stem = [self.patch_embed, self.drop_after_pos]
+            return stem + ([self.absolute_pos_embed] if self.use_abs_pos_embed else [])
+        norm = [getattr(self, f'norm{index}')] if index in self.out_indices else []
+        return [self.layers[index]] + norm
+
+    def _init_from_scratch(self) -> None:
+        super()._init_from_scratch()
+        for module in self.modules():
+            if isinstance(module, WindowAttention):
+                nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+        if self.use_abs_pos_embed:
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+
+    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.patch_embed(x)  # B, H/4, W/4, C
+        if self.use_abs_pos_embed:
+            x = x + self._position_embedding(x.shape[1], x.shape[2])
+        x = self.drop_after_pos(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            out, x = stage(x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(out).permute(0, 3, 1, 2).contiguous())
+        return outs
+
+    def _position_embedding(self, height: int, width: int) -> torch.Tensor:
+        grid_h, grid_w = self.pos_embed_grid
+        pos = self.absolute_pos_embed.view(1, grid_h, grid_w, -1)
+        if (height, width) == (grid_h, grid_w):
+            return pos
+        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(height, width), mode='bicubic', align_corners=False)
+        return pos.permute(0, 2, 3, 1)
+
+    # -------------------------------------------------------------------------------- checkpoints
+    @classmethod
+    def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+        return convert_swin_state_dict(state_dict)
+
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        state_dict = dict(state_dict)
+        own = self.state_dict()
+        for key, table in state_dict.items():
+            if key.endswith('relative_position_bias_table') and key in own and table.shape != own[key].shape:
+                state_dict[key] = resize_bias_table(table, own[key].shape, key)
+        pos = state_dict.get('absolute_pos_embed')
+        if pos is not None and self.use_abs_pos_embed:
+            state_dict['absolute_pos_embed'] = resize_position_embedding(pos, self.pos_embed_grid, self.embed_dims)
+        # Output norms of stages this model does not output are unused, like a classifier head.
+        unused = [key for key in state_dict if re.fullmatch(r'norm\d+\.(weight|bias)', key) and key not in own]
+        for key in unused:
+            del state_dict[key]
+        return state_dict
+
+    def _keys_not_in_pretraining(self) -> List[str]:
+        return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
+
+
+def _resolve_arch(arch: Optional[str], **explicit) -> dict:
+    if arch is not None and arch not in ARCH_SETTINGS:
+        raise ValueError(f'unknown Swin arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)}')
+    settings = dict(ARCH_SETTINGS[arch or 'tiny'])
+    for name, value in explicit.items():
+        if value is None:
+            continue
+        value = tuple(value) if isinstance(value, (list, tuple)) else value
+        if arch is not None and value != settings[name]:
+            raise ValueError(f"arch={arch!r} sets {name}={settings[name]}, which conflicts with {name}={value}; "
+                             'give either arch or the explicit setting')
+        settings[name] = value
+    return settings
+
+
+def resize_bias_table(table: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
+    """Bicubic resize of a ((2w-1)^2, heads) bias table, as a (2w-1) x (2w-1) image per head."""
+    (old_len, old_heads), (new_len, new_heads) = table.shape, shape
+    old_side, new_side = round(old_len ** 0.5), round(new_len ** 0.5)
+    if old_heads != new_heads or old_side ** 2 != old_len:
+        raise CheckpointError(f'{key}: cannot resize a bias table of shape {tuple(table.shape)} to {tuple(shape)} '
+                              '(the number of heads differs)')
+    image = table.float().permute(1, 0).reshape(1, old_heads, old_side, old_side)
+    image = F.interpolate(image, size=(new_side, new_side), mode='bicubic', align_corners=False)
+    return image.reshape(new_heads, new_len).permute(1, 0).contiguous().to(table.dtype)
+
+
+def resize_position_embedding(pos: torch.Tensor, grid: Tuple[int, int], dim: int) -> torch.Tensor:
+    """An absolute position embedding in any published shape -> (1, grid_h * grid_w, dim), bicubic resize."""
+    if pos.dim() == 3 and pos.shape[2] == dim:  # 1, N, C (square grid)
+        side = round(pos.shape[1] ** 0.5)
+        if side * side != pos.shape[1]:
+            raise CheckpointError(f'absolute_pos_embed of shape {tuple(pos.shape)} is not a square grid')
+        pos = pos.reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    elif pos.dim() == 4 and pos.shape[3] == dim:  # 1, H, W, C (timm)
+        pos = pos.permute(0, 3, 1, 2)
+    elif not (pos.dim() == 4 and pos.shape[1] == dim):  # 1, C, H, W (authors' detection code)
+        raise CheckpointError(f'absolute_pos_embed of shape {tuple(pos.shape)} does not have {dim} channels')
+    if tuple(pos.shape[2:]) != tuple(grid):
+        pos = F.interpolate(pos.float(), size=grid, mode='bicubic', align_corners=False).to(pos.dtype)
+    return pos.flatten(2).transpose(1, 2).contiguous()
+
+
+# ------------------------------------------------------------------------------ checkpoint layouts
+# Keys every layout carries that this package does not use: classifier, final norm, derived buffers.
+_UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|.*\.relative_position_index|.*\.attn_mask)')
+_MMDET_RENAMES = (('patch_embed.projection.', 'patch_embed.proj.'), ('.attn.w_msa.', '.attn.'),
+                  ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.'))
+
+
+def detect_swin_layout(state_dict: Dict[str, torch.Tensor]) -> str:
+    """'mmdet' (also mmseg), 'timm' (merging at the start of the next stage) or 'original' (the authors' and ours)."""
+    keys = set(state_dict)
+    if any(key.startswith('stages.') for key in keys):
+        return 'mmdet'
+    merges = {int(m.group(1)) for key in keys if (m := re.match(r'layers\.(\d+)\.downsample\.', key))}
+    if merges and 0 not in merges:
+        return 'timm'
+    return 'original'
+
+
+def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Maps a Swin state dict in the authors', mmdet/mmseg or timm layout to this package's layout."""
+    layout = detect_swin_layout(state_dict)
+    converted = {}
+    for key, value in state_dict.items():
+        if _UNUSED_KEYS.fullmatch(key):
+            continue
+        if layout == 'mmdet':
+            key = 'layers.' + key[len('stages.'):] if key.startswith('stages.') else key
+            for old, new in _MMDET_RENAMES:
+                key = key.replace(old, new)
+            if '.downsample.' in key:
+                value = _unfold_to_neighbour_order(value, key)
+        elif layout == 'timm':
+            match = re.match(r'layers\.(\d+)\.downsample\.(.*)', key)
+            if match:
+                key = f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}'
+        converted[key] = value
+    return converted, layout
+
+
+def _unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:
+    """mmdet's merging concatenates nn.Unfold output (channel-major over the row-major 2x2 taps);
+    ours concatenates whole neighbours in the order (0,0), (1,0), (0,1), (1,1)."""
+    taps = [0, 2, 1, 3]  # row-major tap index of each neighbour in our order
+    if key.endswith('reduction.weight'):
+        out_dim, in_dim = value.shape
+        return value.reshape(out_dim, in_dim // 4, 4)[:, :, taps].transpose(1, 2).reshape(out_dim, in_dim)
+    if key.endswith(('norm.weight', 'norm.bias')):
+        return value.reshape(-1, 4)[:, taps].transpose(0, 1).reshape(-1)
+    raise CheckpointError(f'unexpected patch merging key {key!r} in an mmdet/mmseg Swin checkpoint')

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs swin_backbones and everything it needs into a virtual environment.
+#
+# The environment is $VIRTUAL_ENV when one is active, otherwise .venv in the repository root.
+# Idempotent: each step checks what is already there first, so a second run takes seconds.
+#   * torch 2.13.0 only when the environment has no torch (an installed torch, e.g. a CUDA build, is kept);
+#   * mmcv 2.1.0 with compiled ops from ../shared/wheels when that folder exists, built from source otherwise;
+#   * mmengine 0.10.x, mmdet 3.3.0, mmsegmentation 1.2.2, test tools, and this package in editable mode.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${VIRTUAL_ENV:-$repo/.venv}
+wheels=$repo/../shared/wheels
+
+log() { printf '[install] %s\n' "$*"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment at $venv"
+  python3 -m venv "$venv"
+fi
+py=$venv/bin/python
+pip=("$py" -m pip --disable-pip-version-check --no-input -q)
+
+has() { "$py" -c "$1" >/dev/null 2>&1; }
+
+stamp=$venv/.swin_backbones_installed
+if [ -f "$stamp" ] && [ "$stamp" -nt "$repo/setup.cfg" ] && [ "$stamp" -nt "$0" ] \
+   && has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones'; then
+  log "environment at $venv is up to date"
+  exit 0
+fi
+
+if ! has 'import torch'; then
+  log "installing torch 2.13.0"
+  "${pip[@]}" install torch==2.13.0
+fi
+torch_version=$("$py" -c 'import torch; print(torch.__version__)')
+# Every later install names this exact torch so that pip can never resolve a different build.
+torch_pin=torch==$torch_version
+
+"${pip[@]}" install "$torch_pin" wheel "numpy<2" \
+  "mmengine>=0.10.0,<0.11" opencv-python-headless addict packaging Pillow pyyaml yapf
+
+if ! has 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"'; then
+  if [ -d "$wheels" ] && ls "$wheels"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+    log "installing mmcv 2.1.0 from $wheels"
+    "${pip[@]}" install --no-deps --find-links "$wheels" mmcv==2.1.0
+  else
+    log "building mmcv 2.1.0 with ops from source (about 20-40 minutes on 2 cores)"
+    # mmcv 2.1.0's setup.py needs setuptools < 70 while torch needs a newer one: build with the old one,
+    # then put the new one back before installing the built wheel.
+    build_dir=$venv/mmcv-build
+    mkdir -p "$build_dir"
+    "${pip[@]}" install "setuptools<70" 2>/dev/null
+    MMCV_WITH_OPS=1 FORCE_CUDA=0 "${pip[@]}" wheel --no-deps --no-build-isolation -w "$build_dir" mmcv==2.1.0
+    "${pip[@]}" install "setuptools>=77" "$torch_pin"
+    "${pip[@]}" install --no-deps "$build_dir"/mmcv-2.1.0-*.whl
+  fi
+fi
+
+log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable)"
+"${pip[@]}" install --no-build-isolation -e "$repo[det,seg,test]" "$torch_pin" "numpy<2"
+
+has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones' || {
+  log "installation finished but the packages do not import"; exit 1; }
+touch "$stamp"
+log "ready: $venv"
