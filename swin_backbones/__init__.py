@@ -1,7 +1,8 @@
 """Swin Transformer and CrossFormer backbones for mmdet 3.x and mmsegmentation 1.x."""
 from .checkpoint import CheckpointError, CheckpointMismatchError
 from .models import SwinTransformer
+from .convert import convert_checkpoint
 from .registry import MODELS
 
 __version__ = '0.1.0'
-__all__ = ['MODELS', 'SwinTransformer', 'CheckpointError', 'CheckpointMismatchError']
+__all__ = ['MODELS', 'SwinTransformer', 'convert_checkpoint', 'CheckpointError', 'CheckpointMismatchError']

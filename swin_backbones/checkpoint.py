@@ -1,11 +1,14 @@
 """Reading checkpoints safely and loading them into a backbone without silent partial loads.
 
 Checkpoints are untrusted input: they are read with ``torch.load(weights_only=True)``, which builds
-tensors and plain containers but runs no code. Checkpoints written by mmengine's runner also hold a
-few data-only classes (its history buffers, numpy arrays); those are admitted by name. Anything else
-that needs arbitrary unpickling is refused unless the caller passes ``weights_only=False`` for a file
-they trust.
+tensors and plain containers but runs no code. Checkpoints written by mmengine's runner fail that
+reader only because of its training-loop state: history buffers (whose bound methods pickle through
+``builtins.getattr``) and numpy arrays. Those files are read by :class:`_AllowlistUnpickler`, which
+resolves nothing but torch's own weights-only allowlist and numpy's array reconstructors, and puts
+inert placeholders where the runner state was. Anything else that needs arbitrary unpickling is
+refused unless the caller passes ``weights_only=False`` for a file they trust.
 """
+import importlib
 import logging
 import os
 import pickle
@@ -16,20 +19,16 @@ import torch
 from mmengine.logging import print_log
 
 __all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'extract_state_dict',
-           'load_state_dict_exactly']
+           'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly']
 
-# Classes that mmengine-written checkpoints pickle besides tensors; each only holds data.
-_DATA_ONLY_GLOBALS = {
-    'mmengine.logging.history_buffer.HistoryBuffer',
-    'numpy.core.multiarray._reconstruct',
-    'numpy._core.multiarray._reconstruct',
-    'numpy.core.multiarray.scalar',
-    'numpy._core.multiarray.scalar',
-    'numpy.ndarray',
-    'numpy.dtype',
-    'collections.defaultdict',
-}
+# numpy's reconstructors of arrays, scalars and dtypes: they build data and call nothing else.
+_NUMPY_DATA_GLOBALS = {
+    f'numpy.{core}.multiarray.{name}' for core in ('core', '_core') for name in ('_reconstruct', 'scalar')
+} | {'numpy.ndarray', 'numpy.dtype'}
 _NUMPY_DTYPE_PREFIX = 'numpy.dtypes.'
+# mmengine's training-loop state (MessageHub history buffers); never resolved, replaced by placeholders.
+_RUNNER_STATE_GLOBALS = {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'}
+_PYTHON2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
 
 _MAX_LISTED_KEYS = 20
 
@@ -42,14 +41,48 @@ class CheckpointMismatchError(CheckpointError):
     """The keys or shapes of a checkpoint do not fit the model."""
 
 
-def _is_data_only(name: str) -> bool:
-    return name in _DATA_ONLY_GLOBALS or name.startswith(_NUMPY_DTYPE_PREFIX)
+class _RunnerStatePlaceholder:
+    """Stands in for an object of mmengine's training-loop state; it holds and does nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
 
 
-def _resolve_global(name: str):
-    module_name, _, attr = name.rpartition('.')
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
+def _global_name(module: str, name: str) -> str:
+    return f'{_PYTHON2_MODULES.get(module, module)}.{name}'
+
+
+def _is_numpy_data(name: str) -> bool:
+    return name in _NUMPY_DATA_GLOBALS or name.startswith(_NUMPY_DTYPE_PREFIX)
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    """Resolves only allowlisted globals; see the module docstring."""
+
+    def find_class(self, module: str, name: str):
+        full_name = _global_name(module, name)
+        if full_name in _RUNNER_STATE_GLOBALS:
+            return _RunnerStatePlaceholder
+        allowed = torch._weights_only_unpickler._get_allowed_globals()
+        if full_name in allowed:
+            return allowed[full_name]
+        if _is_numpy_data(full_name):
+            module_name, _, attr = full_name.rpartition('.')
+            return getattr(importlib.import_module(module_name), attr)
+        raise pickle.UnpicklingError(f'{full_name} is not allowed')
+
+
+class _AllowlistPickleModule:
+    """The ``pickle_module`` interface that ``torch.load`` needs, around :class:`_AllowlistUnpickler`."""
+    Unpickler = _AllowlistUnpickler
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _AllowlistUnpickler(file, **kwargs).load()
 
 
 def read_checkpoint(path: str, weights_only: bool = True, map_location='cpu'):
@@ -66,11 +99,15 @@ def read_checkpoint(path: str, weights_only: bool = True, map_location='cpu'):
     except pickle.UnpicklingError as error:
         unsafe = _unsafe_globals(path, error)
     except Exception as error:
-        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint (truncated, corrupt or '
-                              f'another format): {type(error).__name__}: {error}') from error
-    if unsafe and all(_is_data_only(name) for name in unsafe):
-        with torch.serialization.safe_globals([_resolve_global(name) for name in unsafe]):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        raise _unreadable(path, error) from error
+    if unsafe and all(name in _RUNNER_STATE_GLOBALS or _is_numpy_data(name) for name in unsafe):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False,
+                              pickle_module=_AllowlistPickleModule)
+        except pickle.UnpicklingError as error:
+            unsafe = [str(error)]
+        except Exception as error:
+            raise _unreadable(path, error) from error
     raise CheckpointError(
         f'refusing to load {path}: it needs arbitrary unpickling of {", ".join(unsafe) or "unknown objects"}, '
         'which can run code. If you trust this file, pass weights_only=False (in a config: '
@@ -79,12 +116,17 @@ def read_checkpoint(path: str, weights_only: bool = True, map_location='cpu'):
         'tools/convert_checkpoint.py so that it loads safely from then on.')
 
 
+def _unreadable(path: str, error: Exception) -> CheckpointError:
+    return CheckpointError(f'{path} is not a readable PyTorch checkpoint (truncated, corrupt or another '
+                           f'format): {type(error).__name__}: {error}')
+
+
 def _unsafe_globals(path: str, error: Exception) -> List[str]:
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        return [_global_name(*name.rsplit('.', 1))
+                for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
     except Exception as inspect_error:
-        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint (truncated, corrupt or '
-                              f'another format): {error}') from inspect_error
+        raise _unreadable(path, error) from inspect_error
 
 
 def extract_state_dict(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
@@ -94,6 +136,17 @@ def extract_state_dict(checkpoint, prefix: Optional[str] = None) -> Dict[str, to
     only keys under it (stripped); without it, a whole detector or segmentor checkpoint is recognised by
     its ``backbone.`` keys and reduced to them.
     """
+    state = unwrap_state_dict(checkpoint)
+    prefix = prefix if prefix is not None else whole_model_prefix(state)
+    if prefix:
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f'the checkpoint has no keys under the prefix {prefix!r}')
+    return state
+
+
+def unwrap_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
+    """The state dict inside a ``state_dict`` / ``model`` wrapper, without DDP's ``module.`` prefix."""
     state = checkpoint
     for wrapper in ('state_dict', 'model'):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
@@ -105,14 +158,12 @@ def extract_state_dict(checkpoint, prefix: Optional[str] = None) -> Dict[str, to
     non_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if non_tensors:
         raise CheckpointError(f'the checkpoint state dict has non-tensor entries: {_listed(non_tensors)}')
-    state = {_strip(key, 'module.'): value for key, value in state.items()}
-    if prefix is None and any(key.startswith('backbone.') for key in state):
-        prefix = 'backbone.'
-    if prefix:
-        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        if not state:
-            raise CheckpointError(f'the checkpoint has no keys under the prefix {prefix!r}')
-    return state
+    return {_strip(key, 'module.'): value for key, value in state.items()}
+
+
+def whole_model_prefix(state_dict: Mapping) -> str:
+    """'backbone.' for a whole detector/segmentor state dict, '' for a backbone's own."""
+    return 'backbone.' if any(key.startswith('backbone.') for key in state_dict) else ''
 
 
 def _strip(key: str, prefix: str) -> str:

@@ -38,7 +38,8 @@ torch_version=$("$py" -c 'import torch; print(torch.__version__)')
 # Every later install names this exact torch so that pip can never resolve a different build.
 torch_pin=torch==$torch_version
 
-"${pip[@]}" install "$torch_pin" wheel "numpy<2" \
+# mmengine resolves mmdet::/mmseg:: config paths with pkg_resources, which setuptools 81 removed.
+"${pip[@]}" install "$torch_pin" wheel "numpy<2" "setuptools>=77,<81" \
   "mmengine>=0.10.0,<0.11" opencv-python-headless addict packaging Pillow pyyaml yapf
 
 if ! has 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"'; then
@@ -53,13 +54,13 @@ if ! has 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"'; then
     mkdir -p "$build_dir"
     "${pip[@]}" install "setuptools<70" 2>/dev/null
     MMCV_WITH_OPS=1 FORCE_CUDA=0 "${pip[@]}" wheel --no-deps --no-build-isolation -w "$build_dir" mmcv==2.1.0
-    "${pip[@]}" install "setuptools>=77" "$torch_pin"
+    "${pip[@]}" install "setuptools>=77,<81" "$torch_pin"
     "${pip[@]}" install --no-deps "$build_dir"/mmcv-2.1.0-*.whl
   fi
 fi
 
 log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable)"
-"${pip[@]}" install --no-build-isolation -e "$repo[det,seg,test]" "$torch_pin" "numpy<2"
+"${pip[@]}" install --no-build-isolation -e "$repo[det,seg,test]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
 
 has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones' || {
   log "installation finished but the packages do not import"; exit 1; }

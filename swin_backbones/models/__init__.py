@@ -1,3 +1,6 @@
 from .swin import SwinTransformer
 
-__all__ = ['SwinTransformer']
+# Every backbone of the package, for tools that must recognise a checkpoint's architecture.
+BACKBONES = (SwinTransformer,)
+
+__all__ = ['BACKBONES', 'SwinTransformer']

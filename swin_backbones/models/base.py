@@ -133,6 +133,11 @@ class PyramidBackbone(BaseModule):
         return layout
 
     @classmethod
+    def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
+        """Whether a (prefix-stripped) state dict is a checkpoint of this kind of backbone."""
+        raise NotImplementedError
+
+    @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
         """Maps a state dict in any supported layout to this package's; returns it and the layout's name."""
         raise NotImplementedError

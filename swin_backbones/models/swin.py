@@ -285,6 +285,10 @@ class SwinTransformer(PyramidBackbone):
 
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod
+    def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
+        return 'patch_embed.proj.weight' in state_dict or 'patch_embed.projection.weight' in state_dict
+
+    @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
         return convert_swin_state_dict(state_dict)
 
@@ -292,8 +296,10 @@ class SwinTransformer(PyramidBackbone):
         state_dict = dict(state_dict)
         own = self.state_dict()
         for key, table in state_dict.items():
-            if key.endswith('relative_position_bias_table') and key in own and table.shape != own[key].shape:
-                state_dict[key] = resize_bias_table(table, own[key].shape, key)
+            # A different number of heads is an architecture mismatch, reported with all the others on loading.
+            if (key.endswith('relative_position_bias_table') and key in own
+                    and table.shape[0] != own[key].shape[0] and table.shape[1] == own[key].shape[1]):
+                state_dict[key] = resize_bias_table(table, own[key].shape[0])
         pos = state_dict.get('absolute_pos_embed')
         if pos is not None and self.use_abs_pos_embed:
             state_dict['absolute_pos_embed'] = resize_position_embedding(pos, self.pos_embed_grid, self.embed_dims)
@@ -322,16 +328,13 @@ def _resolve_arch(arch: Optional[str], **explicit) -> dict:
     return settings
 
 
-def resize_bias_table(table: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
-    """Bicubic resize of a ((2w-1)^2, heads) bias table, as a (2w-1) x (2w-1) image per head."""
-    (old_len, old_heads), (new_len, new_heads) = table.shape, shape
-    old_side, new_side = round(old_len ** 0.5), round(new_len ** 0.5)
-    if old_heads != new_heads or old_side ** 2 != old_len:
-        raise CheckpointError(f'{key}: cannot resize a bias table of shape {tuple(table.shape)} to {tuple(shape)} '
-                              '(the number of heads differs)')
-    image = table.float().permute(1, 0).reshape(1, old_heads, old_side, old_side)
+def resize_bias_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Bicubic resize of a ((2w-1)^2, heads) bias table to ``length`` rows, as a (2w-1) x (2w-1) image per head."""
+    old_length, heads = table.shape
+    old_side, new_side = round(old_length ** 0.5), round(length ** 0.5)
+    image = table.float().permute(1, 0).reshape(1, heads, old_side, old_side)
     image = F.interpolate(image, size=(new_side, new_side), mode='bicubic', align_corners=False)
-    return image.reshape(new_heads, new_len).permute(1, 0).contiguous().to(table.dtype)
+    return image.reshape(heads, length).permute(1, 0).contiguous().to(table.dtype)
 
 
 def resize_position_embedding(pos: torch.Tensor, grid: Tuple[int, int], dim: int) -> torch.Tensor:
