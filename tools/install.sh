@@ -32,7 +32,7 @@ fi
 
 if ! has 'import torch'; then
   log "installing torch 2.13.0"
-  "${pip[@]}" install torch==2.13.0
+  "${pip[@]}" install torch==2.13.0 "numpy<2"
 fi
 torch_version=$("$py" -c 'import torch; print(torch.__version__)')
 # Every later install names this exact torch so that pip can never resolve a different build.
