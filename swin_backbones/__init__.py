@@ -1,8 +1,9 @@
 """Swin Transformer and CrossFormer backbones for mmdet 3.x and mmsegmentation 1.x."""
 from .checkpoint import CheckpointError, CheckpointMismatchError
-from .models import SwinTransformer
+from .models import CrossFormer, SwinTransformer
 from .convert import convert_checkpoint
 from .registry import MODELS
 
 __version__ = '0.1.0'
-__all__ = ['MODELS', 'SwinTransformer', 'convert_checkpoint', 'CheckpointError', 'CheckpointMismatchError']
+__all__ = ['MODELS', 'SwinTransformer', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
+           'CheckpointMismatchError']

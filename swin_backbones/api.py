@@ -6,13 +6,16 @@
 """
 import os
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from .models.base import PyramidBackbone
 from .registry import MODELS
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 # name -> (registered type, arch)
 _BACKBONES = OrderedDict([

@@ -1,4 +1,5 @@
 """Pictures of feature pyramids: each level's first three principal components shown as RGB."""
+import os
 from typing import Dict, Union
 
 import numpy as np

@@ -3,7 +3,7 @@ frozen stages and the checks at the model's entry."""
 import copy
 import logging
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,7 @@ from mmengine.model.weight_init import initialize
 
 from ..checkpoint import extract_state_dict, load_state_dict_exactly, read_checkpoint
 
+_STRUCTURE_SETTINGS = ('embed_dims', 'depths', 'num_heads')
 _PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
 
 
@@ -149,6 +150,27 @@ class PyramidBackbone(BaseModule):
     def _keys_not_in_pretraining(self) -> List[str]:
         """Keys a classification checkpoint does not have and that may stay at their initial values."""
         return []
+
+
+def resolve_arch(family: str, table: Dict[str, dict], arch: Optional[str], default_arch: str,
+                 **explicit) -> dict:
+    """The settings of ``arch`` (``default_arch`` when None) with the explicit, non-None values applied.
+
+    With an arch, an explicit ``embed_dims`` / ``depths`` / ``num_heads`` must agree with it (the arch
+    names the structure); other settings of the table are defaults that explicit values override.
+    """
+    if arch is not None and arch not in table:
+        raise ValueError(f'unknown {family} arch {arch!r}; choose one of {sorted(table)}')
+    settings = dict(table[arch or default_arch])
+    for name, value in explicit.items():
+        if value is None:
+            continue
+        value = tuple(value) if isinstance(value, (list, tuple)) else value
+        if arch is not None and name in _STRUCTURE_SETTINGS and value != settings[name]:
+            raise ValueError(f"arch={arch!r} sets {name}={settings[name]}, which conflicts with {name}={value}; "
+                             'give either arch or the explicit setting')
+        settings[name] = value
+    return settings
 
 
 def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:

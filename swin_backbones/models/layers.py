@@ -85,6 +85,15 @@ def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.
     return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
 
 
+def pad_image_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pads a (B, C, H, W) image at the bottom and right up to multiples of ``multiple``."""
+    pad_h = -x.shape[2] % multiple
+    pad_w = -x.shape[3] % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
 class Grouping(NamedTuple):
     """How each side of a padded map splits into ``(outer, inner, dilation)``; see the module doc."""
     inner_h: int

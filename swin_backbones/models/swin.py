@@ -15,9 +15,9 @@ import torch.utils.checkpoint as checkpoint
 
 from ..checkpoint import CheckpointError
 from ..registry import MODELS
-from .base import PyramidBackbone
+from .base import PyramidBackbone, resolve_arch
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
-                     pad_to_multiple, shift_region_mask, ungroup_tokens)
+                     pad_image_to_multiple, pad_to_multiple, shift_region_mask, ungroup_tokens)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -37,11 +37,7 @@ class PatchEmbed(nn.Module):
         self.norm = build_norm(norm_cfg, dim) if norm_cfg else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad_h = -x.shape[2] % self.patch_size
-        pad_w = -x.shape[3] % self.patch_size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x).permute(0, 2, 3, 1)
+        x = self.proj(pad_image_to_multiple(x, self.patch_size)).permute(0, 2, 3, 1)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -203,7 +199,8 @@ class SwinTransformer(PyramidBackbone):
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
                  init_cfg=None):
-        settings = _resolve_arch(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
+        settings = resolve_arch('Swin', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
+                                num_heads=num_heads)
         embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
         num_stages = len(depths)
         if len(num_heads) != num_stages:
@@ -311,21 +308,6 @@ class SwinTransformer(PyramidBackbone):
 
     def _keys_not_in_pretraining(self) -> List[str]:
         return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
-
-
-def _resolve_arch(arch: Optional[str], **explicit) -> dict:
-    if arch is not None and arch not in ARCH_SETTINGS:
-        raise ValueError(f'unknown Swin arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)}')
-    settings = dict(ARCH_SETTINGS[arch or 'tiny'])
-    for name, value in explicit.items():
-        if value is None:
-            continue
-        value = tuple(value) if isinstance(value, (list, tuple)) else value
-        if arch is not None and value != settings[name]:
-            raise ValueError(f"arch={arch!r} sets {name}={settings[name]}, which conflicts with {name}={value}; "
-                             'give either arch or the explicit setting')
-        settings[name] = value
-    return settings
 
 
 def resize_bias_table(table: torch.Tensor, length: int) -> torch.Tensor:

@@ -1,0 +1,403 @@
+"""CrossFormer (Wang et al., ICLR 2022) and CrossFormer++ (TPAMI 2023) backbones for any input size.
+
+Computes what the authors' detection/segmentation backbones compute for inputs whose sides are
+multiples of 32 (SPEC §3), and extends it to every size: the image is padded to a multiple of 4,
+odd maps are padded before each merge, padded tokens are masked as keys, and the small-map fallback
+to SDA is decided per forward instead of being stored on the module. Parameters use the authors' key
+layout, so their released checkpoints load by key (:func:`convert_crossformer_state_dict` drops the
+classification-only extras).
+"""
+import math
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+
+from ..registry import MODELS
+from .base import PyramidBackbone, resolve_arch
+from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
+                     pad_image_to_multiple, pad_to_multiple, padding_key_mask, ungroup_tokens)
+
+# Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
+ARCH_SETTINGS = {
+    'tiny': dict(embed_dims=64, depths=(1, 1, 8, 6), num_heads=(2, 4, 8, 16),
+                 drop_path_rate=0.1, lda_type='paper', use_acl=False),
+    'small': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                  drop_path_rate=0.2, lda_type='paper', use_acl=False),
+    'base': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
+                 drop_path_rate=0.3, lda_type='paper', use_acl=False),
+    'large': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+                  drop_path_rate=0.5, lda_type='paper', use_acl=False),
+    'pp-small': dict(embed_dims=64, depths=(2, 2, 18, 2), num_heads=(2, 4, 8, 16),
+                     drop_path_rate=0.2, lda_type='pp', use_acl=True),
+    'pp-base': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
+                    drop_path_rate=0.3, lda_type='pp', use_acl=True),
+    'pp-large': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+                     drop_path_rate=0.5, lda_type='pp', use_acl=True),
+}
+LDA_TYPES = ('paper', 'pp')
+EMBED_KERNELS = (4, 8, 16, 32)
+NEG_INF = -1e6  # what the authors add to the logits of padded keys
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _mask_fill(dtype: torch.dtype) -> float:
+    # fp16 cannot hold -1e6; half its lowest value still leaves room for the logits added to it.
+    return max(NEG_INF, torch.finfo(dtype).min / 2)
+
+
+def dpb_offsets(group_h: int, group_w: int, device=None) -> torch.Tensor:
+    """Every (dh, dw) offset inside a group_h x group_w grid, row-major (dh outer), as (T, 2) float32."""
+    grid = torch.meshgrid(torch.arange(1 - group_h, group_h, device=device),
+                          torch.arange(1 - group_w, group_w, device=device), indexing='ij')
+    return torch.stack(grid).flatten(1).transpose(0, 1).float()
+
+
+def dpb_index(group_h: int, group_w: int, device=None) -> torch.Tensor:
+    """(N*N,) row of :func:`dpb_offsets` for query i and key j: (dh_i-dh_j+Gh-1)*(2Gw-1) + (dw_i-dw_j+Gw-1)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(group_h, device=device), torch.arange(group_w, device=device),
+                                        indexing='ij')).flatten(1)
+    relative = coords[:, :, None] - coords[:, None, :]  # 2, N, N
+    return ((relative[0] + group_h - 1) * (2 * group_w - 1) + relative[1] + group_w - 1).view(-1)
+
+
+class GroupLayout(NamedTuple):
+    """How one attention pattern cuts a map in this forward: the grouping of the padded map, its size,
+    the DPB inputs for the group shape and the padded-key mask. Shared by the blocks that use it."""
+    grouping: Grouping
+    padded_height: int
+    padded_width: int
+    offsets: torch.Tensor  # T, 2
+    index: torch.Tensor  # N * N
+    mask: Optional[torch.Tensor]  # nG, 1, N; None without padding
+
+
+def group_layout(height: int, width: int, multiple: int, grouping_of, device, dtype) -> GroupLayout:
+    """Layout for a map padded right/bottom to a multiple of ``multiple``; ``grouping_of(Hp, Wp)`` cuts it."""
+    padded_height, padded_width = _round_up(height, multiple), _round_up(width, multiple)
+    grouping = grouping_of(padded_height, padded_width)
+    mask = padding_key_mask(height, width, padded_height, padded_width, grouping, device, dtype,
+                            fill=_mask_fill(dtype))
+    return GroupLayout(grouping, padded_height, padded_width, dpb_offsets(grouping.inner_h, grouping.inner_w, device),
+                       dpb_index(grouping.inner_h, grouping.inner_w, device), mask)
+
+
+class CrossScaleEmbedding(nn.Module):
+    """(B, in, H, W) -> (B, ceil(H/4), ceil(W/4), C): four convs of kernel 4, 8, 16, 32 (stride 4, centred)
+    with C/2, C/4, C/8, C/8 channels, concatenated, LayerNorm."""
+
+    def __init__(self, in_channels: int, dim: int, norm_cfg: dict):
+        super().__init__()
+        dims = [dim // 2 ** (i + 1) for i in range(len(EMBED_KERNELS) - 1)]
+        dims.append(dim - sum(dims))
+        self.projs = nn.ModuleList([
+            nn.Conv2d(in_channels, d, kernel_size=k, stride=4, padding=(k - 4) // 2)
+            for k, d in zip(EMBED_KERNELS, dims)])
+        self.norm = build_norm(norm_cfg, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The authors' convs give floor(H/4); zeros to a multiple of 4 give ceil(H/4), and the extra zeros
+        # continue the convs' own zero padding, so multiples of 4 are unchanged.
+        x = pad_image_to_multiple(x, 4)
+        x = torch.cat([proj(x) for proj in self.projs], dim=1)
+        return self.norm(x.permute(0, 2, 3, 1))
+
+
+class CrossScaleMerging(nn.Module):
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): LayerNorm, then Conv2d(C, C, 2, s2) and
+    Conv2d(C, C, 4, s2, p1) concatenated."""
+
+    def __init__(self, dim: int, norm_cfg: dict):
+        super().__init__()
+        self.norm = build_norm(norm_cfg, dim)
+        self.reductions = nn.ModuleList([nn.Conv2d(dim, dim, kernel_size=2, stride=2),
+                                         nn.Conv2d(dim, dim, kernel_size=4, stride=2, padding=1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Odd sides are padded after the norm, with zeros, so padded positions look like the convs' own
+        # zero padding; this gives ceil(H/2) where the authors' code requires even sides.
+        x = pad_to_multiple(self.norm(x), 2, 2).permute(0, 3, 1, 2)
+        return torch.cat([reduction(x) for reduction in self.reductions], dim=1).permute(0, 2, 3, 1)
+
+
+class DynamicPosBias(nn.Module):
+    """Position bias from an MLP over (dh, dw) offsets: Linear(2, P), then 3x [LayerNorm, ReLU, Linear]."""
+
+    def __init__(self, hidden_dim: int, num_heads: int):
+        super().__init__()
+        self.pos_proj = nn.Linear(2, hidden_dim)
+        self.pos1 = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.pos2 = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.pos3 = nn.Sequential(nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_heads))
+
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        """(T, 2) offsets -> (T, heads)."""
+        return self.pos3(self.pos2(self.pos1(self.pos_proj(offsets.to(self.pos_proj.weight.dtype)))))
+
+
+class CrossScaleAttention(MultiHeadGroupAttention):
+    """SDA or LDA on a (B, H, W, C) map as described by a :class:`GroupLayout`: pad, group, attend with
+    the dynamic position bias and the padded-key mask, ungroup, crop."""
+
+    def __init__(self, dim: int, num_heads: int, **kwargs):
+        super().__init__(dim, num_heads, **kwargs)
+        # The authors build DynamicPosBias(dim // 4), whose hidden width is again a quarter of that.
+        self.pos = DynamicPosBias(dim // 16, num_heads)
+
+    def position_bias(self, layout: GroupLayout) -> torch.Tensor:
+        length = layout.grouping.group_len
+        bias = self.pos(layout.offsets)[layout.index]
+        return bias.view(length, length, self.num_heads).permute(2, 0, 1)  # heads, N, N
+
+    def forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+        _, height, width, _ = x.shape
+        if (layout.padded_height, layout.padded_width) != (height, width):
+            x = F.pad(x, (0, 0, 0, layout.padded_width - width, 0, layout.padded_height - height))
+        groups = group_tokens(x, layout.grouping)
+        groups = self.attend(groups, self.position_bias(layout).to(groups.dtype), layout.mask)
+        x = ungroup_tokens(groups, layout.grouping, layout.padded_height, layout.padded_width)
+        return x[:, :height, :width]
+
+
+class CrossFormerBlock(nn.Module):
+    """``x + DropPath(attn(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))``, then for ACL blocks
+    ``LN(DepthwiseConv3x3(x))`` without a residual."""
+
+    def __init__(self, dim: int, num_heads: int, long_distance: bool, mlp_ratio: float, qkv_bias: bool,
+                 qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
+                 norm_cfg: dict, use_acl: bool, with_cp: bool):
+        super().__init__()
+        self.long_distance = long_distance
+        self.with_cp = with_cp
+        self.norm1 = build_norm(norm_cfg, dim)
+        self.attn = CrossScaleAttention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                        attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = build_norm(norm_cfg, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop)
+        self.use_acl = use_acl
+        if use_acl:
+            self.ex_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+            self.ex_ln = build_norm(norm_cfg, dim)
+
+    def _forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), layout))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.use_acl:
+            x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        return x
+
+    def forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return checkpoint.checkpoint(self._forward, x, layout, use_reentrant=False)
+        return self._forward(x, layout)
+
+    def extra_repr(self) -> str:
+        return f'long_distance={self.long_distance}, use_acl={self.use_acl}'
+
+
+class CrossFormerStage(nn.Module):
+    """Blocks alternating SDA (even) and LDA (odd), then (except in the last stage) the cross-scale merge."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, group_size: int, interval: int, lda_type: str,
+                 adaptive_interval: bool, use_acl: bool, drop_path: Sequence[float], downsample: bool,
+                 norm_cfg: dict, **block_kwargs):
+        super().__init__()
+        self.group_size = group_size
+        self.interval = interval
+        self.lda_type = lda_type
+        self.adaptive_interval = adaptive_interval
+        self.blocks = nn.ModuleList([
+            CrossFormerBlock(dim, num_heads, long_distance=j % 2 == 1, drop_path=drop_path[j], norm_cfg=norm_cfg,
+                             use_acl=use_acl and (j + 1) % 3 == 0 and j < depth - 1, **block_kwargs)
+            for j in range(depth)])
+        self.downsample = CrossScaleMerging(dim, norm_cfg) if downsample else None
+
+    def layouts(self, height: int, width: int, device, dtype) -> Tuple[GroupLayout, GroupLayout]:
+        """The (SDA, LDA) layouts for a height x width map in this forward; nothing is stored, so a small
+        input never changes what a later large one computes."""
+        group = self.group_size
+        if min(height, width) <= group:
+            # Small map: every block does SDA, as in the authors' code. The paper version uses G' = min(H, W).
+            # CrossFormer++ uses one max(H, W)-square group; its padded keys get exactly zero weight and the
+            # bias depends only on offsets, so one unpadded H x W group computes the same at a fraction of
+            # the cost (a 2 x 75 map would otherwise be padded to 75 x 75).
+            if self.lda_type == 'paper':
+                group = min(height, width)
+                sda = group_layout(height, width, group, lambda hp, wp: Grouping(group, group), device, dtype)
+            else:
+                sda = group_layout(height, width, 1, lambda hp, wp: Grouping(hp, wp), device, dtype)
+            return sda, sda
+        sda = group_layout(height, width, group, lambda hp, wp: Grouping(group, group), device, dtype)
+        interval = self.interval
+        if self.lda_type == 'paper':
+            lda = group_layout(height, width, interval,
+                               lambda hp, wp: Grouping(hp // interval, wp // interval, interval, interval),
+                               device, dtype)
+        else:
+            if self.adaptive_interval:
+                interval = math.ceil(max(height, width) / group)
+            lda = group_layout(height, width, group * interval,
+                               lambda hp, wp: Grouping(group, group, interval, interval), device, dtype)
+        return sda, lda
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Returns the stage's output map and, when the stage merges, the merged map."""
+        sda, lda = self.layouts(x.shape[1], x.shape[2], x.device, x.dtype)
+        for block in self.blocks:
+            x = block(x, lda if block.long_distance else sda)
+        return x, self.downsample(x) if self.downsample is not None else None
+
+    def extra_repr(self) -> str:
+        return (f'group_size={self.group_size}, interval={self.interval}, lda_type={self.lda_type!r}, '
+                f'adaptive_interval={self.adaptive_interval}')
+
+
+@MODELS.register_module()
+class CrossFormer(PyramidBackbone):
+    """CrossFormer / CrossFormer++ backbone returning NCHW maps of size ceil(H/4), ceil(H/8), ceil(H/16),
+    ceil(H/32) with C, 2C, 4C, 8C channels (no output norms, as in the authors' backbones).
+
+    Args:
+        arch: 'tiny', 'small', 'base', 'large' (CrossFormer) or 'pp-small', 'pp-base', 'pp-large'
+            (CrossFormer++). Sets embed_dims, depths and num_heads, and the defaults of drop_path_rate,
+            lda_type and use_acl. Without arch, unset values come from 'small' (the authors' defaults).
+        embed_dims, depths, num_heads: the structure; explicit values must agree with ``arch`` if given.
+        group_size: G per stage (an int for all stages). Default 7.
+        crs_interval: LDA interval I per stage (an int for all stages). Default (8, 4, 2, 1).
+        lda_type: 'paper' (token (h, w) to group (h mod I, w mod I) of the whole padded map) or 'pp'
+            (CrossFormer++: the same inside (G*I) x (G*I) regions, G x G groups).
+        adaptive_interval: CrossFormer++ only: I = ceil(max(H, W) / G) per forward instead of crs_interval.
+        use_acl: the CrossFormer++ ACL layers (depthwise 3x3 conv + LayerNorm every third block).
+        mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, act_cfg, norm_cfg:
+            as in Swin.
+        out_indices, frozen_stages, with_cp, pretrained, init_cfg: as in :class:`SwinTransformer`.
+    """
+
+    def __init__(self,
+                 arch: Optional[str] = None,
+                 in_channels: int = 3,
+                 embed_dims: Optional[int] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 group_size=7,
+                 crs_interval=(8, 4, 2, 1),
+                 lda_type: Optional[str] = None,
+                 adaptive_interval: bool = False,
+                 use_acl: Optional[bool] = None,
+                 mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: Optional[float] = None,
+                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='LN'),
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg=None):
+        settings = resolve_arch('CrossFormer', ARCH_SETTINGS, arch, 'small', embed_dims=embed_dims, depths=depths,
+                                num_heads=num_heads, drop_path_rate=drop_path_rate, lda_type=lda_type,
+                                use_acl=use_acl)
+        embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
+        num_stages = len(depths)
+        if len(num_heads) != num_stages:
+            raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
+        if not isinstance(embed_dims, int) or embed_dims < 16 or embed_dims % 8:
+            raise ValueError('embed_dims must be a multiple of 8 and at least 16 (the embedding splits it into '
+                             f'C/2, C/4, C/8, C/8 and the position bias MLP is C/16 wide), got {embed_dims!r}')
+        group_size = _per_stage('group_size', group_size, num_stages)
+        crs_interval = _per_stage('crs_interval', crs_interval, num_stages)
+        if settings['lda_type'] not in LDA_TYPES:
+            raise ValueError(f"lda_type must be one of {LDA_TYPES} ('paper': CrossFormer, 'pp': CrossFormer++), "
+                             f"got {settings['lda_type']!r}")
+        if adaptive_interval and settings['lda_type'] != 'pp':
+            raise ValueError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
+        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg)
+        self.arch = arch
+        self.embed_dims = embed_dims
+        self.depths = tuple(depths)
+        self.num_heads = tuple(num_heads)
+        self.group_size = group_size
+        self.crs_interval = crs_interval
+        self.lda_type = settings['lda_type']
+        self.adaptive_interval = bool(adaptive_interval)
+        self.use_acl = bool(settings['use_acl'])
+        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]
+        for dim, heads in zip(self.num_features, num_heads):
+            if dim % heads:
+                raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
+
+        self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg)
+        self.drop_after_pos = nn.Dropout(drop_rate)
+        drop_path = torch.linspace(0, settings['drop_path_rate'], sum(depths), device='cpu').tolist()
+        self.layers = nn.ModuleList()
+        for i in range(num_stages):
+            first = sum(depths[:i])
+            self.layers.append(CrossFormerStage(
+                self.num_features[i], depths[i], num_heads[i], group_size[i], crs_interval[i], self.lda_type,
+                self.adaptive_interval, self.use_acl, drop_path=drop_path[first:first + depths[i]],
+                downsample=i < num_stages - 1, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp))
+        self._freeze_stages()
+
+    def _stage_modules(self, index: int) -> List[nn.Module]:
+        if index < 0:
+            return [self.patch_embed, self.drop_after_pos]
+        return [self.layers[index]]
+
+    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.drop_after_pos(self.patch_embed(x))  # B, H/4, W/4, C
+        outs = []
+        for i, stage in enumerate(self.layers):
+            out, x = stage(x)
+            if i in self.out_indices:
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return outs
+
+    # -------------------------------------------------------------------------------- checkpoints
+    @classmethod
+    def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
+        """Whether a (prefix-stripped) state dict is a CrossFormer / CrossFormer++ checkpoint."""
+        return detect_crossformer_layout(state_dict) is not None
+
+    @classmethod
+    def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+        return convert_crossformer_state_dict(state_dict)
+
+
+def _per_stage(name: str, value, num_stages: int) -> Tuple[int, ...]:
+    values = (value,) * num_stages if isinstance(value, int) else tuple(value)
+    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+        raise ValueError(f'{name} must be a positive int or one positive int per stage ({num_stages}), got {value!r}')
+    return values
+
+
+# ------------------------------------------------------------------------------ checkpoint layouts
+# Classification-only keys of the authors' checkpoints: final norm, head, and the attention buffers
+# their classification model keeps for a fixed input size.
+_UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|.*\.attn\.biases|.*\.attn\.relative_position_index)')
+
+
+def detect_crossformer_layout(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """'original' (the authors' layout, also this package's) for a CrossFormer state dict, else None."""
+    if any(key.startswith('patch_embed.projs.') for key in state_dict):
+        return 'original'
+    return None
+
+
+def convert_crossformer_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Drops the classification-only keys of an authors' CrossFormer / CrossFormer++ state dict.
+
+    Nothing else is renamed or dropped, so a checkpoint of another model fails the strict load with
+    its key lists.
+    """
+    return {key: value for key, value in state_dict.items() if not _UNUSED_KEYS.fullmatch(key)}, 'original'
