@@ -197,17 +197,3 @@ def test_arch_sets_sizes_and_conflicts_are_errors():
 def test_bad_construction_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SwinTransformer(**kwargs)
-
-
-@pytest.mark.parametrize('x, error, message', [
-    ([[1.0]], TypeError, 'torch.Tensor'),
-    (torch.zeros(3, 32, 32), ValueError, '4-d'),
-    (torch.zeros(1, 4, 32, 32), ValueError, '3 input channels'),
-    (torch.zeros(1, 32, 32, 3), ValueError, 'permute'),
-    (torch.zeros(0, 3, 32, 32), ValueError, 'empty'),
-    (torch.zeros(1, 3, 0, 32), ValueError, 'empty'),
-    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating point'),
-])
-def test_bad_inputs_are_named(x, error, message):
-    with pytest.raises(error, match=message):
-        SwinTransformer(**SMALL)(x)

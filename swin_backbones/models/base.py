@@ -25,7 +25,7 @@ class PyramidBackbone(BaseModule):
     """
 
     def __init__(self, in_channels: int, num_stages: int, out_indices: Sequence[int], frozen_stages: int,
-                 pretrained=None, init_cfg=None):
+                 pretrained=None, init_cfg=None, check_finite: bool = False):
         if init_cfg is not None and pretrained is not None:
             raise ValueError('init_cfg and pretrained cannot be specified at the same time')
         if pretrained is not None:
@@ -42,6 +42,7 @@ class PyramidBackbone(BaseModule):
             raise ValueError(f'frozen_stages must be an int in [-1, {num_stages}] (-1 freezes nothing, '
                              f'0 the stem, k the stem and the first k stages), got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
+        self.check_finite = check_finite
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -66,6 +67,10 @@ class PyramidBackbone(BaseModule):
         if not x.is_floating_point():
             raise TypeError(f'{name} expects a floating point input, got {x.dtype}; '
                             'convert images with x.float() and normalise them first')
+        # Opt-in: scanning the input costs a pass over it and a device sync.
+        if self.check_finite and not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(f'{name} got NaN or inf input values (in batch items {bad})')
 
     # ---------------------------------------------------------------------------------- freezing
     def _stage_modules(self, index: int) -> List[nn.Module]:

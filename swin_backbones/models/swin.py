@@ -170,7 +170,8 @@ class SwinTransformer(PyramidBackbone):
     Inputs of any size are padded internally, exactly as mmdet does.
 
     ``convert_weights`` is accepted for config compatibility: checkpoint layouts are detected
-    automatically whatever its value (the detected layout is logged).
+    automatically whatever its value (the detected layout is logged). ``check_finite=True`` makes
+    every forward reject NaN or inf inputs (it costs a pass over the input).
     """
 
     def __init__(self,
@@ -198,7 +199,8 @@ class SwinTransformer(PyramidBackbone):
                  pretrained: Optional[str] = None,
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
-                 init_cfg=None):
+                 init_cfg=None,
+                 check_finite: bool = False):
         settings = resolve_arch('Swin', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads)
         embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
@@ -211,7 +213,7 @@ class SwinTransformer(PyramidBackbone):
                              f'non-overlapping patch embedding and 2x2 patch merging; got {strides}')
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size must be a positive int, got {window_size!r}')
-        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg)
+        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
         self.arch = arch
         self.embed_dims = embed_dims
         self.depths = tuple(depths)

@@ -1,0 +1,81 @@
+"""Bad inputs fail at the backbone's entry with a message that names the problem and the expected form."""
+import pytest
+import torch
+
+from swin_backbones import CrossFormer, SwinTransformer
+
+SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+BACKBONES = {
+    'swin': lambda **overrides: SwinTransformer(**{**SMALL, **overrides}),
+    'crossformer': lambda **overrides: CrossFormer(**{**SMALL, **overrides}),
+}
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('x, error, message', [
+    ([[1.0]], TypeError, 'expects a torch.Tensor of shape \\(N, 3, H, W\\), got list'),
+    (torch.zeros(3, 32, 32), ValueError, '4-d tensor'),
+    (torch.zeros(1, 1, 3, 32, 32), ValueError, '4-d tensor'),
+    (torch.zeros(1, 4, 32, 32), ValueError, 'expects 3 input channels'),
+    (torch.zeros(1, 32, 32, 3), ValueError, 'x.permute\\(0, 3, 1, 2\\)'),
+    (torch.zeros(0, 3, 32, 32), ValueError, 'empty input'),
+    (torch.zeros(1, 3, 0, 32), ValueError, 'empty input'),
+    (torch.zeros(1, 3, 32, 0), ValueError, 'empty input'),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating point input, got torch.uint8'),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating point input, got torch.int64'),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.bool), TypeError, 'floating point input, got torch.bool'),
+])
+def test_bad_inputs_are_named(backbone, x, error, message):
+    with pytest.raises(error, match=message):
+        BACKBONES[backbone]()(x)
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('bad_value', [float('nan'), float('inf'), -float('inf')])
+def test_non_finite_inputs_are_rejected_only_when_asked(backbone, bad_value):
+    x = torch.zeros(3, 3, 40, 40)
+    x[1, 2, 5, 7] = bad_value
+    with pytest.raises(ValueError, match=r'NaN or inf input values \(in batch items \[1\]\)'):
+        BACKBONES[backbone](check_finite=True).eval()(x)
+    with torch.no_grad():
+        BACKBONES[backbone]().eval()(x)  # without the flag, no scan: the values flow through
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(arch='enormous', embed_dims=None, depths=None, num_heads=None), 'unknown .* arch'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+    (dict(out_indices=()), 'out_indices'),
+    (dict(frozen_stages=-2), 'frozen_stages'),
+    (dict(frozen_stages=5), 'frozen_stages'),
+    (dict(num_heads=(1, 2, 4)), 'one entry per stage'),
+    (dict(num_heads=(3, 2, 4, 8)), 'divisible'),
+    (dict(act_cfg=dict(type='Mystery')), 'act_cfg'),
+    (dict(norm_cfg=dict(type='BN')), 'norm_cfg'),
+])
+def test_bad_construction_arguments_are_named(backbone, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BACKBONES[backbone](**kwargs)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(group_size=(7, 7, 7)), 'group_size must be a positive int or one positive int per stage'),
+    (dict(group_size=0), 'group_size'),
+    (dict(crs_interval=(8, 4, 2)), 'crs_interval'),
+    (dict(crs_interval=(8, 4, 0, 1)), 'crs_interval'),
+    (dict(lda_type='diagonal'), 'lda_type'),
+    (dict(adaptive_interval=True, lda_type='paper'), 'adaptive_interval'),
+])
+def test_bad_crossformer_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BACKBONES['crossformer'](**kwargs)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(window_size=0), 'window_size must be a positive int'),
+    (dict(window_size=-3), 'window_size must be a positive int'),
+    (dict(strides=(4, 2, 1, 2)), 'strides'),
+])
+def test_bad_swin_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BACKBONES['swin'](**kwargs)
