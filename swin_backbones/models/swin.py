@@ -234,7 +234,7 @@ class SwinTransformer(PyramidBackbone):
                 torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], embed_dims))
         self.drop_after_pos = nn.Dropout(drop_rate)
 
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.layers = nn.ModuleList()
         for i in range(num_stages):
             first = sum(depths[:i])
