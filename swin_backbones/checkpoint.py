@@ -2,11 +2,12 @@
 
 Checkpoints are untrusted input: they are read with ``torch.load(weights_only=True)``, which builds
 tensors and plain containers but runs no code. Checkpoints written by mmengine's runner fail that
-reader only because of its training-loop state: history buffers (whose bound methods pickle through
-``builtins.getattr``) and numpy arrays. Those files are read by :class:`_AllowlistUnpickler`, which
-resolves nothing but torch's own weights-only allowlist and numpy's array reconstructors, and puts
-inert placeholders where the runner state was. Anything else that needs arbitrary unpickling is
-refused unless the caller passes ``weights_only=False`` for a file they trust.
+reader only because of its training-loop state: MessageHub history buffers (whose statistics methods
+pickle through ``builtins.getattr``) and numpy arrays. Those files are read by
+:class:`_AllowlistUnpickler`, which resolves nothing but torch's own weights-only allowlist, numpy's
+array reconstructors, mmengine's ``HistoryBuffer`` and ``getattr`` limited to that class's statistics
+methods, so resuming a run restores its history too. Anything else is refused unless the caller
+passes ``weights_only=False`` for a file they trust.
 """
 import importlib
 import logging
@@ -17,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
+from mmengine.logging.history_buffer import HistoryBuffer
 
 __all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'extract_state_dict',
            'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly']
@@ -26,8 +28,10 @@ _NUMPY_DATA_GLOBALS = {
     f'numpy.{core}.multiarray.{name}' for core in ('core', '_core') for name in ('_reconstruct', 'scalar')
 } | {'numpy.ndarray', 'numpy.dtype'}
 _NUMPY_DTYPE_PREFIX = 'numpy.dtypes.'
-# mmengine's training-loop state (MessageHub history buffers); never resolved, replaced by placeholders.
-_RUNNER_STATE_GLOBALS = {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'}
+# mmengine's training-loop state: the MessageHub's history buffers and their statistics methods.
+_HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
+_HISTORY_BUFFER_METHODS = {'min', 'max', 'current', 'mean'}
+_RUNNER_STATE_GLOBALS = {_HISTORY_BUFFER, 'builtins.getattr'}
 _PYTHON2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
 
 _MAX_LISTED_KEYS = 20
@@ -41,14 +45,11 @@ class CheckpointMismatchError(CheckpointError):
     """The keys or shapes of a checkpoint do not fit the model."""
 
 
-class _RunnerStatePlaceholder:
-    """Stands in for an object of mmengine's training-loop state; it holds and does nothing."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
+def _history_buffer_method(obj, name: str):
+    """Stands in for ``builtins.getattr`` while unpickling: only HistoryBuffer's statistics methods."""
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
 def _global_name(module: str, name: str) -> str:
@@ -64,8 +65,10 @@ class _AllowlistUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         full_name = _global_name(module, name)
-        if full_name in _RUNNER_STATE_GLOBALS:
-            return _RunnerStatePlaceholder
+        if full_name == _HISTORY_BUFFER:
+            return HistoryBuffer
+        if full_name == 'builtins.getattr':
+            return _history_buffer_method
         allowed = torch._weights_only_unpickler._get_allowed_globals()
         if full_name in allowed:
             return allowed[full_name]
@@ -102,6 +105,7 @@ def read_checkpoint(path: str, weights_only: bool = True, map_location='cpu'):
         raise _unreadable(path, error) from error
     if unsafe and all(name in _RUNNER_STATE_GLOBALS or _is_numpy_data(name) for name in unsafe):
         try:
+            # weights_only=False only lets torch use this pickle_module, which resolves nothing beyond the allowlist.
             return torch.load(path, map_location=map_location, weights_only=False,
                               pickle_module=_AllowlistPickleModule)
         except pickle.UnpicklingError as error:

@@ -178,6 +178,22 @@ def test_code_in_a_pickle_never_runs(source, tmp_path):
     assert not os.path.exists(marker)
 
 
+class _GetattrPayload:
+    """Runner checkpoints may use getattr, but only for HistoryBuffer's statistics methods."""
+
+    def __reduce__(self):
+        from mmengine.logging.history_buffer import HistoryBuffer
+        return getattr, (HistoryBuffer, '__subclasses__')
+
+
+def test_getattr_is_limited_to_history_buffer_statistics(source, tmp_path):
+    release = authors_release(source)
+    release['message_hub'] = _GetattrPayload()
+    torch.save(release, tmp_path / 'getattr.pth')
+    with pytest.raises(CheckpointError, match="refusing to load .*__subclasses__.* is not allowed"):
+        loaded(tmp_path / 'getattr.pth')
+
+
 def test_trusted_legacy_file_loads_with_explicit_opt_in(source, tmp_path):
     import argparse
     release = authors_release(source)
