@@ -1,4 +1,5 @@
 """Swin Transformer and CrossFormer backbones for mmdet 3.x and mmsegmentation 1.x."""
+from .api import create_backbone, extract_features, list_backbones
 from .checkpoint import CheckpointError, CheckpointMismatchError
 from .models import CrossFormer, SwinTransformer
 from .convert import convert_checkpoint
@@ -6,4 +7,4 @@ from .registry import MODELS
 
 __version__ = '0.1.0'
 __all__ = ['MODELS', 'SwinTransformer', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
-           'CheckpointMismatchError']
+           'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones']

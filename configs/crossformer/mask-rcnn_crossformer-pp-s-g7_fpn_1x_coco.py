@@ -1,0 +1,12 @@
+# Mask R-CNN + FPN, CrossFormer++-S (CrossFormer++'s LDA with a fixed interval, ACL), COCO, 1x
+# (recipe as CrossFormer-S). Needs checkpoints/crossformer-pp-s.pth (the authors' CrossFormer++-S release).
+_base_ = './mask-rcnn_crossformer-s-g7_fpn_1x_coco.py'
+
+pretrained = 'checkpoints/crossformer-pp-s.pth'
+model = dict(
+    backbone=dict(
+        arch='pp-small',  # embed_dims=64, depths=(2, 2, 18, 2), num_heads=(2, 4, 8, 16), ACL
+        adaptive_interval=False,
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))

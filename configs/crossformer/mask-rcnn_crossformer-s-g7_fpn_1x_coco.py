@@ -1,0 +1,45 @@
+# Mask R-CNN + FPN, CrossFormer-S backbone (group size 7, LDA intervals 8, 4, 2, 1), COCO, 1x schedule.
+# CrossFormer's published recipe: AdamW lr 1e-4, weight decay 1e-4, linear warm-up over 500 iterations,
+# 12 epochs with lr steps at 8 and 11, drop path 0.2, batch 16 (8 GPUs x 2 images).
+# Here norms and the dynamic position bias get no weight decay (see README: Configs).
+# Published: box AP 45.4, mask AP 41.4, 50.2M params.
+# Needs the authors' ImageNet-1K checkpoint at checkpoints/crossformer-s.pth (links in the authors'
+# README, https://github.com/cheerss/CrossFormer); any layout the package reads works.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['swin_backbones'], allow_failed_imports=False)
+
+pretrained = 'checkpoints/crossformer-s.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='swin_backbones.CrossFormer',
+        arch='small',  # embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)
+        group_size=7,
+        crs_interval=(8, 4, 2, 1),
+        adaptive_interval=False,
+        drop_path_rate=0.2,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1)
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
+    paramwise_cfg=dict(
+        custom_keys={
+            'norm': dict(decay_mult=0.),  # norm1, norm2, patch_embed.norm, downsample.norm
+            'ex_ln': dict(decay_mult=0.),  # CrossFormer++'s ACL norms
+            'attn.pos': dict(decay_mult=0.)  # dynamic position bias
+        }))
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,232 @@
+"""The configs under configs/: they load through mmdet's/mmseg's base configs, build, reproduce the
+published parameter counts, and carry the published training recipes."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(REPO, 'configs')
+
+
+@pytest.fixture(autouse=True)
+def no_default_scope_left_behind():
+    """A default scope left set would send other tests' registry look-ups to mmdet's or mmseg's registry."""
+    from mmengine.registry import DefaultScope
+
+    def scope():
+        instance = DefaultScope.get_current_instance()
+        return instance and instance.scope_name
+    before = scope()
+    yield
+    assert scope() == before
+
+
+def crossformer_available() -> bool:
+    from swin_backbones.registry import MODELS as OURS
+    return OURS.get('CrossFormer') is not None
+
+
+needs_crossformer = pytest.mark.skipif(not crossformer_available(),
+                                       reason='swin_backbones.CrossFormer is not available in this checkout')
+
+
+def config_path(name: str) -> str:
+    return osp.join(CONFIGS, name)
+
+
+def load(name: str) -> Config:
+    cfg = Config.fromfile(config_path(name))
+    # The authors' checkpoints are not part of the repository.
+    if cfg.model.backbone.get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def build(cfg: Config) -> torch.nn.Module:
+    # Only for this build: a default scope left behind would redirect other tests' registry look-ups.
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(cfg.model)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Published parameter counts (SPEC section 4; the authors' exact counts), in millions.
+PUBLISHED = [
+    ('swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 47.795),
+    ('swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', 47.795),
+    ('swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py', 69.113),
+    ('crossformer/mask-rcnn_crossformer-s-g7_fpn_1x_coco.py', 50.161),
+    ('crossformer/mask-rcnn_crossformer-s-g7_fpn_ms-crop-3x_coco.py', 50.161),
+    ('crossformer/mask-rcnn_crossformer-b-g7_fpn_1x_coco.py', 71.475),
+    ('swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 59.942),
+    ('swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 81.260),
+    ('swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 121.280),
+    ('crossformer/crossformer-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 62.308),
+    ('crossformer/crossformer-b-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 83.622),
+    ('crossformer/crossformer-l-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 125.479),
+]
+# No published count: built and checked for structure only.
+UNPUBLISHED = [
+    'crossformer/mask-rcnn_crossformer-pp-s-g7_fpn_1x_coco.py',
+    'crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+]
+TOY = sorted(osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, 'toy', '*.py')))
+
+
+def marks_for(name: str):
+    return [needs_crossformer] if 'crossformer' in name else []
+
+
+def test_every_config_is_listed():
+    listed = {name for name, _ in PUBLISHED} | set(UNPUBLISHED) | set(TOY)
+    found = {osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, '*', '*.py'))}
+    assert found == listed
+    assert len(TOY) == 4
+
+
+@pytest.mark.parametrize('name, millions', [pytest.param(n, m, marks=marks_for(n), id=osp.basename(n))
+                                            for n, m in PUBLISHED])
+def test_parameter_count_matches_published(name, millions):
+    model = build(load(name))
+    assert abs(count_parameters(model) / 1e6 - millions) <= 0.01, count_parameters(model)
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=marks_for(n), id=osp.basename(n)) for n in UNPUBLISHED])
+def test_crossformer_pp_configs_build(name):
+    cfg = load(name)
+    model = build(cfg)
+    backbone = model.backbone
+    assert type(backbone).__name__ == 'CrossFormer'
+    assert cfg.model.backbone.arch == 'pp-small'
+    assert any(n.endswith('ex_conv.weight') for n, _ in backbone.named_parameters())  # ACL blocks
+
+
+# ------------------------------------------------------------------------------------------ recipes
+def _scheduler(cfg, kind):
+    found = [s for s in cfg.param_scheduler if s.type == kind]
+    assert len(found) == 1, cfg.param_scheduler
+    return found[0]
+
+
+@pytest.mark.parametrize('name, epochs, steps, warmup, weight_decay, drop_path', [
+    ('swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 12, [8, 11], 1000, 0.05, 0.2),
+    ('swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', 36, [27, 33], 1000, 0.05, 0.2),
+    ('swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py', 36, [27, 33], 1000, 0.05, 0.2),
+    ('crossformer/mask-rcnn_crossformer-s-g7_fpn_1x_coco.py', 12, [8, 11], 500, 1e-4, 0.2),
+    ('crossformer/mask-rcnn_crossformer-s-g7_fpn_ms-crop-3x_coco.py', 36, [27, 33], 500, 1e-4, 0.2),
+    ('crossformer/mask-rcnn_crossformer-b-g7_fpn_1x_coco.py', 12, [8, 11], 500, 1e-4, 0.3),
+    ('crossformer/mask-rcnn_crossformer-pp-s-g7_fpn_1x_coco.py', 12, [8, 11], 500, 1e-4, 0.2),
+])
+def test_detection_recipe(name, epochs, steps, warmup, weight_decay, drop_path):
+    cfg = Config.fromfile(config_path(name))
+    assert cfg.default_scope == 'mmdet'
+    assert cfg.custom_imports == dict(imports=['swin_backbones'], allow_failed_imports=False)
+    assert cfg.model.type == 'MaskRCNN' and cfg.model.neck.type == 'FPN'
+    assert cfg.model.roi_head.bbox_head.num_classes == 80
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, weight_decay)
+    assert cfg.train_cfg.max_epochs == epochs
+    assert _scheduler(cfg, 'MultiStepLR').milestones == steps
+    assert _scheduler(cfg, 'LinearLR').end == warmup
+    assert cfg.model.backbone.drop_path_rate == drop_path
+    assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.model.backbone.init_cfg.checkpoint.startswith('checkpoints/')
+    resizes = [t for t in cfg.train_dataloader.dataset.pipeline if t.type in ('Resize', 'RandomChoice')]
+    assert resizes[0].type == ('RandomChoice' if '3x' in name else 'Resize')  # 3x: multi-scale 480-800
+
+
+@pytest.mark.parametrize('name, drop_path', [
+    ('swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
+    ('swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
+    ('swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
+    ('crossformer/crossformer-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.2),
+    ('crossformer/crossformer-b-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
+    ('crossformer/crossformer-l-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.5),
+    ('crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.2),
+])
+def test_segmentation_recipe(name, drop_path):
+    cfg = Config.fromfile(config_path(name))
+    assert cfg.default_scope == 'mmseg'
+    assert cfg.custom_imports == dict(imports=['swin_backbones'], allow_failed_imports=False)
+    assert cfg.model.decode_head.type == 'UPerHead' and cfg.model.decode_head.num_classes == 150
+    aux = cfg.model.auxiliary_head
+    assert aux.type == 'FCNHead' and aux.in_index == 2 and aux.num_classes == 150
+    assert aux.in_channels == cfg.model.decode_head.in_channels[2]
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 6e-5, 0.01)
+    warmup, poly = _scheduler(cfg, 'LinearLR'), _scheduler(cfg, 'PolyLR')
+    assert (warmup.end, poly.begin, poly.end, poly.power) == (1500, 1500, 160000, 1.0)
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.train_dataloader.batch_size * 8 == 16
+    assert cfg.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)
+    assert cfg.model.backbone.drop_path_rate == drop_path
+    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
+
+
+def _decay_free(cfg: Config, model: torch.nn.Module):
+    """Names of the parameters that a built optimizer gives weight decay 0, and the decay of the others."""
+    from mmengine.optim import build_optim_wrapper
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    free, decays = set(), set()
+    for group in optim_wrapper.optimizer.param_groups:
+        for param in group['params']:
+            if group['weight_decay'] == 0:
+                free.add(names[id(param)])
+            else:
+                decays.add(group['weight_decay'])
+    return free, decays
+
+
+def test_swin_weight_decay_exemptions():
+    cfg = load('swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    model = build(cfg)
+    free, decays = _decay_free(cfg, model)
+    assert decays == {0.05}
+    expected = {n for n, _ in model.named_parameters()
+                if n.startswith('backbone.') and ('relative_position_bias_table' in n or '.norm' in n)}
+    assert free == expected
+    # Every LayerNorm of the backbone (blocks, patch embedding, merging, outputs) and every table, nothing else.
+    norms = {f'backbone.{n}.{p}' for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.LayerNorm)
+             for p in ('weight', 'bias')}
+    tables = {n for n in expected if n.endswith('relative_position_bias_table')}
+    assert free == norms | tables
+    assert len(tables) == sum(cfg.model.backbone.get('depths') or (2, 2, 6, 2))
+    assert 'backbone.layers.0.blocks.0.attn.qkv.weight' not in free
+
+
+@needs_crossformer
+def test_crossformer_weight_decay_exemptions():
+    cfg = load('crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py')
+    model = build(cfg)
+    free, decays = _decay_free(cfg, model)
+    assert decays == {0.01}
+    backbone_norms = {f'backbone.{n}.{p}' for n, m in model.backbone.named_modules()
+                      if isinstance(m, torch.nn.LayerNorm) for p in ('weight', 'bias')}
+    dpb = {n for n, _ in model.named_parameters() if '.attn.pos.' in n}
+    assert any('.ex_ln.' in n for n in backbone_norms)  # CrossFormer++'s ACL norms
+    assert any('.pos1.0.' in n for n in backbone_norms)  # the position bias MLP's norms
+    assert free == backbone_norms | dpb
+    # The heads' BatchNorms and the attention / MLP weights keep their decay.
+    assert not any(n.startswith(('decode_head.', 'auxiliary_head.')) for n in free)
+    assert not any('.attn.qkv.' in n or '.mlp.' in n or '.ex_conv.' in n for n in free)
+
+
+# -------------------------------------------------------------------------------------- toy configs
+@pytest.mark.parametrize('name', [pytest.param(n, marks=marks_for(n), id=osp.basename(n)) for n in TOY])
+def test_toy_config_builds_and_runs(name):
+    cfg = load(name)
+    assert cfg.model.backbone.init_cfg is None
+    model = build(cfg).eval()
+    assert count_parameters(model) < 5e6
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(2, 3, 128, 128))
+    expected = [32, 64, 128, 256] if cfg.default_scope == 'mmseg' else [64] * 5
+    assert [f.shape[1] for f in feats] == expected

@@ -1,0 +1,241 @@
+"""tools/make_toy_data.py, tools/train.py, tools/test.py, and the same toy configs through mmdet's and
+mmseg's own tools/train.py and tools/test.py (as shipped inside those packages)."""
+import filecmp
+import json
+import os
+import os.path as osp
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from .test_configs import needs_crossformer
+from .toy_helpers import (MIM_TOOLS, TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
+                          short_run_options, tools_module, train_iterations)
+
+
+@pytest.fixture(scope='module')
+def toy_data(tmp_path_factory):
+    return make_small_toy_data(str(tmp_path_factory.mktemp('toy_data')))
+
+
+@pytest.fixture(autouse=True)
+def no_default_scope_left_behind():
+    """A default scope left set would send other tests' registry look-ups to mmdet's or mmseg's registry."""
+    from mmengine.registry import DefaultScope
+
+    def scope():
+        instance = DefaultScope.get_current_instance()
+        return instance and instance.scope_name
+    before = scope()
+    yield
+    assert scope() == before
+
+
+# ------------------------------------------------------------------------------------------ toy data
+def _files(root):
+    return sorted(osp.relpath(osp.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+
+
+def test_toy_data_is_deterministic(tmp_path):
+    make_toy_data = tools_module('make_toy_data').make_toy_data
+    make_toy_data(str(tmp_path / 'a'), num_train=6, num_val=3, size=96, seed=5)
+    make_toy_data(str(tmp_path / 'b'), num_train=6, num_val=3, size=96, seed=5)
+    make_toy_data(str(tmp_path / 'c'), num_train=6, num_val=3, size=96, seed=6)
+    files = _files(tmp_path / 'a')
+    assert files == _files(tmp_path / 'b') == _files(tmp_path / 'c')
+    assert len(files) == 2 + 9 + 9 * 2 + 1  # 2 json, 9 COCO images, 9 ADE images + 9 label maps, summary
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / 'a', tmp_path / 'b', files, shallow=False)
+    assert not mismatch and not errors
+    _, different, _ = filecmp.cmpfiles(tmp_path / 'a', tmp_path / 'c', files, shallow=False)
+    assert len(different) >= 20  # another seed, other pictures
+
+
+def test_toy_coco_set_is_valid_coco(toy_data):
+    from pycocotools.coco import COCO
+    for split, count in (('train', 16), ('val', 8)):
+        coco = COCO(osp.join(toy_data, 'coco', 'annotations', f'instances_{split}.json'))
+        assert len(coco.getImgIds()) == count
+        assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == ['circle', 'square', 'triangle']
+        assert len(coco.getAnnIds()) >= count
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            image = coco.loadImgs(ann['image_id'])[0]
+            assert osp.isfile(osp.join(toy_data, 'coco', split, image['file_name']))
+            mask = coco.annToMask(ann)
+            assert abs(mask.sum() - ann['area']) <= 0.15 * ann['area'] + 10
+            x, y, w, h = ann['bbox']
+            assert 0 <= x and 0 <= y and x + w <= image['width'] and y + h <= image['height'] and w > 8 and h > 8
+            assert ann['iscrowd'] == 0 and ann['category_id'] in (1, 2, 3)
+
+
+def test_toy_ade_set_matches_the_coco_classes_and_layout(toy_data):
+    import cv2
+    for split, count in (('training', 16), ('validation', 8)):
+        images = sorted(os.listdir(osp.join(toy_data, 'ade', 'images', split)))
+        labels = sorted(os.listdir(osp.join(toy_data, 'ade', 'annotations', split)))
+        assert len(images) == count and [osp.splitext(n)[0] for n in images] == [osp.splitext(n)[0] for n in labels]
+        assert all(n.endswith('.jpg') for n in images) and all(n.endswith('.png') for n in labels)
+        values = set()
+        for name in labels:
+            label = cv2.imread(osp.join(toy_data, 'ade', 'annotations', split, name), cv2.IMREAD_UNCHANGED)
+            assert label.shape == (128, 128) and label.dtype == np.uint8
+            values |= set(np.unique(label).tolist())
+        assert values <= {1, 2, 3, 4} and 1 in values and len(values) >= 3
+
+
+def test_toy_configs_load_the_toy_data(toy_data, monkeypatch):
+    """The toy configs' datasets (mmdet CocoDataset, mmseg BaseSegDataset in ADE20K's layout) read it."""
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS, DefaultScope
+    monkeypatch.setenv('TOY_DATA', toy_data)
+    for key, expected in ((('det', 'swin'), 16), (('seg', 'swin'), 16)):
+        cfg = Config.fromfile(TOY_CONFIGS[key])
+        with DefaultScope.overwrite_default_scope(cfg.default_scope):
+            train = DATASETS.build(cfg.train_dataloader.dataset)
+            val = DATASETS.build(cfg.val_dataloader.dataset)
+        assert (len(train), len(val)) == (expected, 8)
+        sample = train[0]
+        if key[0] == 'det':
+            assert tuple(sample['inputs'].shape) == (3, 128, 128)
+            assert train.metainfo['classes'] == ('circle', 'square', 'triangle')
+            assert len(sample['data_samples'].gt_instances) >= 1
+            assert sample['data_samples'].gt_instances.masks.masks.shape[1:] == (128, 128)
+        else:  # random scale 0.75-1.5, then a crop of at most 128x128
+            assert sample['inputs'].shape[0] == 3 and 96 <= max(sample['inputs'].shape[1:]) <= 128
+            assert train.metainfo['classes'] == ('background', 'circle', 'square', 'triangle')
+            labels = set(sample['data_samples'].gt_sem_seg.data.unique().tolist())
+            assert labels <= {0, 1, 2, 3, 255} and 0 in labels  # ADE's reduce_zero_label: 1 -> 0
+
+
+# ------------------------------------------------------------------------------------ our own tools
+def test_tools_check_the_config(tmp_path, toy_data):
+    bad = tmp_path / 'bad.py'
+    bad.write_text("default_scope = 'mmpretrain'\n")
+    result = run([sys.executable, 'tools/train.py', bad], toy_data)
+    assert result.returncode != 0 and "default_scope is 'mmpretrain'" in result.stdout
+    result = run([sys.executable, 'tools/test.py', TOY_CONFIGS['det', 'swin'], tmp_path / 'missing.pth'], toy_data)
+    assert result.returncode != 0 and 'checkpoint file not found' in result.stdout
+    (tmp_path / 'weights.pth').write_bytes(b'')
+    result = run([sys.executable, 'tools/test.py', TOY_CONFIGS['det', 'swin'], tmp_path / 'weights.pth', '--tta'],
+                 toy_data)
+    assert result.returncode != 0 and 'no test-time augmentation for instance masks' in result.stdout
+    if not torch.cuda.is_available():
+        result = run([sys.executable, 'tools/train.py', TOY_CONFIGS['seg', 'swin'], '--amp'], toy_data)
+        assert result.returncode != 0 and '--amp needs a GPU' in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), pytest.param('seg', 'crossformer', marks=needs_crossformer)])
+def test_train_then_test_with_our_tools(tmp_path, toy_data, task, backbone):
+    config = TOY_CONFIGS[task, backbone]
+    work_dir = tmp_path / 'work'
+    log = check(run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
+                     '--cfg-options', *short_run_options(iters=2)], toy_data))
+    assert train_iterations(log) == [1, 2]
+    checkpoint = work_dir / 'iter_2.pth'
+    assert checkpoint.is_file()
+    out = tmp_path / ('results.pkl' if task == 'det' else 'pred_maps')
+    log = check(run([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir', tmp_path / 'eval',
+                     '--out', out, '--show-dir', 'vis'], toy_data))
+    metric = 'coco/bbox_mAP_50' if task == 'det' else 'mIoU'
+    assert f'{metric}:' in log
+    if task == 'det':
+        with open(out, 'rb') as f:
+            assert len(pickle.load(f)) == 8  # one prediction per validation image
+    else:
+        assert len(os.listdir(out)) == 8
+    painted = [f for d, _, files in os.walk(tmp_path / 'eval') if 'vis' in d.split(os.sep) for f in files
+               if f.endswith(('.jpg', '.png'))]
+    assert len(painted) == 8
+
+
+# ---------------------------------------------------------------------- mmdet's and mmseg's own tools
+def _publish(checkpoint, out, data_root):
+    """tools/publish_checkpoint.py: weights and meta only, which torch.load's default reads."""
+    log = check(run([sys.executable, 'tools/publish_checkpoint.py', checkpoint, out], data_root))
+    assert 'tensors and meta' in log
+    state = torch.load(out, map_location='cpu')  # weights_only=True in torch >= 2.6
+    assert set(state) == {'meta', 'state_dict'}
+    assert state['state_dict'].keys() == read_checkpoint(str(checkpoint))['state_dict'].keys()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), pytest.param('det', 'crossformer', marks=needs_crossformer),
+                                            ('seg', 'swin'), pytest.param('seg', 'crossformer', marks=needs_crossformer)])
+def test_configs_work_with_the_downstream_tools(tmp_path, toy_data, task, backbone):
+    scope = 'mmdet' if task == 'det' else 'mmseg'
+    config = TOY_CONFIGS[task, backbone]
+    work_dir = tmp_path / 'work'
+    log = check(run([sys.executable, osp.join(MIM_TOOLS[scope], 'train.py'), config, '--work-dir', work_dir,
+                     '--cfg-options', *short_run_options(iters=2, val=False)], toy_data))
+    assert train_iterations(log) == [1, 2]
+    checkpoint = _publish(work_dir / 'iter_2.pth', tmp_path / 'published.pth', toy_data)
+    log = check(run([sys.executable, osp.join(MIM_TOOLS[scope], 'test.py'), config, checkpoint,
+                     '--work-dir', tmp_path / 'eval'], toy_data))
+    assert ('coco/bbox_mAP_50:' if task == 'det' else 'mIoU:') in log
+    assert 'Load checkpoint from' in log
+
+
+# ------------------------------------------------------------------------------ checkpoint safety
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+class _GetattrGadget:
+    """getattr is allowed for HistoryBuffer's statistics methods only, never as a general gadget."""
+
+    def __reduce__(self):
+        import collections
+        return (getattr, (collections.OrderedDict, 'fromkeys'))
+
+
+def test_checkpoints_are_read_without_running_code(tmp_path):
+    read = tools_module('runner_utils').read_runner_checkpoint
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'x': _Exploit(marker)}}, path)
+    with pytest.raises(RuntimeError, match='refusing to load.*posix.system|refusing to load.*os.system'):
+        read(str(path))
+    assert not marker.exists()
+    getattr_path = tmp_path / 'getattr.pth'
+    torch.save({'f': _GetattrGadget()}, getattr_path)
+    with pytest.raises(RuntimeError, match='refusing to load.*getattr'):
+        read(str(getattr_path))
+
+
+def test_runner_state_survives_reading(tmp_path):
+    """The MessageHub's history buffers (what mmengine needs to resume) come back as real objects."""
+    from mmengine.logging import HistoryBuffer, MessageHub
+    hub = MessageHub.get_instance('test_runner_state_survives_reading')
+    hub.update_scalar('train/loss', 1.5)
+    hub.update_scalar('train/loss', 0.5)
+    hub.update_info('iter', 7)
+    path = tmp_path / 'runner.pth'
+    torch.save({'meta': {'iter': 7}, 'state_dict': {'w': torch.arange(3.)}, 'message_hub': hub.state_dict(),
+                'optimizer': {'state': {0: {'step': torch.tensor(7.)}}, 'param_groups': []},
+                'np': np.arange(4)}, path)
+    with pytest.raises(Exception):
+        torch.load(path)  # torch's default refuses it
+    state = read_checkpoint(str(path))
+    buffer = state['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buffer, HistoryBuffer) and buffer.mean() == 1.0 and buffer.current() == 0.5
+    assert state['message_hub']['runtime_info']['iter'] == 7
+    assert state['np'].tolist() == [0, 1, 2, 3]
+    assert torch.equal(state['state_dict']['w'], torch.arange(3.))
+
+
+def test_make_toy_data_command_line(tmp_path):
+    result = run([sys.executable, 'tools/make_toy_data.py', '--out', tmp_path / 'd', '--num-train', '3',
+                  '--num-val', '2', '--size', '64'], str(tmp_path))
+    out = check(result)
+    assert 'COCO-format instance set' in out and 'ADE20K-layout semantic set' in out
+    with open(tmp_path / 'd' / 'toy_data.json') as f:
+        summary = json.load(f)
+    assert summary['coco']['train']['images'] == 3 and summary['ade']['validation']['images'] == 2

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Multi-process testing with torchrun:  bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [tools/test.py options]
+# One process per GPU; on a machine without GPUs the processes run on the CPU (gloo).
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as for torchrun. PYTHON picks the interpreter
+# (default: the repository's .venv when it exists).
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [options]" >&2
+  exit 2
+fi
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+default_python=python
+[ -x "$repo/.venv/bin/python" ] && default_python=$repo/.venv/bin/python
+CONFIG=$1
+CHECKPOINT=$2
+NPROC=$3
+shift 3
+exec "${PYTHON:-$default_python}" -m torch.distributed.run \
+  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+  --master_port="${PORT:-29500}" --nproc_per_node="$NPROC" \
+  "$repo/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
