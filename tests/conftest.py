@@ -32,6 +32,14 @@ def max_abs_diff(outs_a, outs_b) -> float:
     return max((a - b).abs().max().item() for a, b in zip(outs_a, outs_b))
 
 
-@pytest.fixture
-def rng():
-    return torch.Generator().manual_seed(1234)
+@pytest.fixture(autouse=True)
+def no_default_scope_left_behind():
+    """A default scope left set would send other tests' registry look-ups to mmdet's or mmseg's registry."""
+    from mmengine.registry import DefaultScope
+
+    def scope():
+        instance = DefaultScope.get_current_instance()
+        return instance and instance.scope_name
+    before = scope()
+    yield
+    assert scope() == before

@@ -4,12 +4,10 @@ import sys
 
 import pytest
 
-from .test_configs import needs_crossformer
 from .toy_helpers import check, run
 
 
 @pytest.mark.slow
-@needs_crossformer
 def test_quick_demo_runs_end_to_end(tmp_path):
     from PIL import Image
     work_dir = tmp_path / 'demo'

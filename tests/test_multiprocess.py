@@ -5,7 +5,6 @@ import sys
 import pytest
 import torch
 
-from .test_configs import needs_crossformer
 from .toy_helpers import (TOY_CONFIGS, check, free_port, make_small_toy_data, read_checkpoint, run,
                           short_run_options, train_iterations)
 
@@ -24,7 +23,7 @@ def torchrun(config, work_dir, data_root, *options, nproc=2):
 
 
 @pytest.mark.parametrize('frozen_stages', [-1, 1])
-@pytest.mark.parametrize('task, backbone', [('det', 'swin'), pytest.param('seg', 'crossformer', marks=needs_crossformer)])
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer')])
 def test_two_process_training(tmp_path, toy_data, task, backbone, frozen_stages):
     """DDP without find_unused_parameters fails from the second iteration on if any parameter that
     requires a gradient did not get one; with frozen stages their parameters must not require one."""
@@ -67,7 +66,6 @@ train_dataloader = dict(dataset=dict(pipeline=[
 '''
 
 
-@needs_crossformer
 def test_two_process_resume_continues_where_it_stopped(tmp_path, toy_data):
     """Run A trains 4 iterations; run B resumes A's iteration-2 checkpoint and trains to 4. B starts at
     iteration 3 with A's optimizer state, and (the data order is seeded, the augmentations and

@@ -27,7 +27,8 @@ import time
 import warnings
 
 # torch's OpenMP threads busy-wait between parallel regions by default. With 2 cores shared with any
-# other busy program, that makes the many small operations of these slim models 2-20x slower. Threads
+# other busy program, that makes the many small operations of these slim models many times slower
+# (UperNet iterations went from 0.2 s to 4-7 s beside other jobs on the 2-core test machine). Threads
 # that sleep while they wait cost about 35% on an idle machine and keep the demo within minutes when
 # the machine is busy (measured: 0.47 / 0.56 s per Mask R-CNN iteration idle / beside a busy program,
 # against 0.35 / 0.87 with a short spin and far worse with the default). Set OMP_WAIT_POLICY=ACTIVE
