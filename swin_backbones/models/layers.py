@@ -113,9 +113,6 @@ class Grouping(NamedTuple):
     def span_w(self) -> int:
         return self.inner_w * self.dilation_w
 
-    def num_groups(self, height: int, width: int) -> int:
-        return (height // self.inner_h) * (width // self.inner_w)
-
 
 def group_tokens(x: torch.Tensor, grouping: Grouping) -> torch.Tensor:
     """(B, Hp, Wp, C) -> (B * num_groups, inner_h * inner_w, C); Hp, Wp multiples of the spans."""
@@ -179,7 +176,6 @@ class MultiHeadGroupAttention(nn.Module):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f'embedding dim {dim} is not divisible by num_heads {num_heads}')
-        self.dim = dim
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
