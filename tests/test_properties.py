@@ -16,14 +16,20 @@ PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
 SIDE = st.integers(1, 600)
 
 
-def check_pyramid_properties(model, batch, height, width):
-    """Shapes ceil(side/stride), finite, deterministic in eval mode, and no leakage across the batch."""
+def check_pyramid_properties(model, plain, batch, height, width):
+    """Shapes ceil(side/stride), finite, deterministic in eval mode, no leakage across the batch, and the
+    same outputs as the ``impl='plain'`` twin ``plain``."""
     model.eval()
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
     x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height * 1000 + width))
     with torch.no_grad():
         outs = model(x)
         again = model(x)
         alone = [model(x[i:i + 1]) for i in range(batch)]
+        plain_outs = plain(x)
+    for out, plain_out in zip(outs, plain_outs):
+        assert (out - plain_out).abs().max() <= 1e-5 * max(1.0, plain_out.abs().max().item())
     for out, channels, stride in zip(outs, model.num_features, (4, 8, 16, 32)):
         assert out.shape == (batch, channels, math.ceil(height / stride), math.ceil(width / stride))
         assert torch.isfinite(out).all()
@@ -36,9 +42,9 @@ def check_pyramid_properties(model, batch, height, width):
 @PROPERTY_SETTINGS
 @given(height=SIDE, width=SIDE, batch=st.integers(1, 3), window=st.integers(1, 12), seed=st.integers(0, 99))
 def test_swin_properties(height, width, batch, window, seed):
-    model = SwinTransformer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=window,
-                            drop_path_rate=0.0)
-    check_pyramid_properties(randomize_(model, seed), batch, height, width)
+    options = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=window, drop_path_rate=0.0)
+    check_pyramid_properties(randomize_(SwinTransformer(**options), seed), SwinTransformer(impl='plain', **options),
+                             batch, height, width)
 
 
 @PROPERTY_SETTINGS
@@ -47,10 +53,11 @@ def test_swin_properties(height, width, batch, window, seed):
        interval=st.lists(st.integers(1, 8), min_size=4, max_size=4),
        lda_type=st.sampled_from(['paper', 'pp']), adaptive=st.booleans(), use_acl=st.booleans())
 def test_crossformer_properties(height, width, batch, seed, group_size, interval, lda_type, adaptive, use_acl):
-    model = CrossFormer(embed_dims=16, depths=(2, 2, 3, 1), num_heads=(1, 2, 2, 4), group_size=group_size,
-                        crs_interval=interval, lda_type=lda_type, adaptive_interval=adaptive and lda_type == 'pp',
-                        use_acl=use_acl, drop_path_rate=0.0)
-    check_pyramid_properties(randomize_(model, seed), batch, height, width)
+    options = dict(embed_dims=16, depths=(2, 2, 3, 1), num_heads=(1, 2, 2, 4), group_size=group_size,
+                   crs_interval=interval, lda_type=lda_type, adaptive_interval=adaptive and lda_type == 'pp',
+                   use_acl=use_acl, drop_path_rate=0.0)
+    check_pyramid_properties(randomize_(CrossFormer(**options), seed), CrossFormer(impl='plain', **options),
+                             batch, height, width)
 
 
 @pytest.mark.slow

@@ -1,11 +1,15 @@
-"""Speed and memory of this package's Swin against mmdet 3.3.0's, with identical weights, in one run.
+"""Speed and memory of this package's backbones against a reference with identical weights, in one run.
 
-    python tools/benchmark.py --sizes 800x1333 512x512 --batch 1 --mode forward train
+    python tools/benchmark.py --model swin --sizes 800x1333 512x512 --mode forward train
+    python tools/benchmark.py --model crossformer --sizes 800x1344 512x512 --mode forward train
 
+References: mmdet 3.3.0's SwinTransformer for Swin; for CrossFormer, tools/plain_crossformer.py, the
+same function written the way the authors write it (full bias and mask tensors, per-forward bias).
 For each size and mode it checks that the outputs agree, then prints the median time over --runs
-runs (after --warmup), the ratio reference / ours (above 1: ours is faster), achieved GFLOP/s (from
-the FLOPs of the forward pass, tripled for forward+backward) and the peak memory of the step
-(activation bytes saved for backward, from autograd's saved-tensor hooks; CUDA peak allocation on a GPU).
+runs (after --warmup), the ratio reference / ours (above 1: ours is faster), achieved GFLOP/s (the
+reference's forward FLOPs, tripled for forward+backward, over the time) and the memory of a training
+step: on a CPU the activations kept for backward (distinct storages that autograd saved, parameters
+excluded), on a GPU the peak allocation of the step.
 """
 import argparse
 import statistics
@@ -17,19 +21,32 @@ from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
 from mmdet.models.backbones.swin import swin_converter
 from torch.utils.flop_counter import FlopCounterMode
 
-from swin_backbones import SwinTransformer
+from plain_crossformer import PlainCrossFormer
+from swin_backbones import CrossFormer, SwinTransformer
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def paired_swin(arch: str, device):
-    ours = SwinTransformer(arch=arch, drop_path_rate=0.0)
+def paired_swin(arch: str, impl: str):
+    ours = SwinTransformer(arch=arch, drop_path_rate=0.0, impl=impl)
     ours.init_weights()
     reference = MMDetSwin(embed_dims=ours.embed_dims, depths=ours.depths, num_heads=ours.num_heads,
                           drop_path_rate=0.0)
-    reference.load_state_dict({k[len('backbone.'):]: v for k, v in swin_converter(ours.state_dict()).items()},
-                              strict=False)
-    return ours.to(device), reference.to(device)
+    missing, unexpected = reference.load_state_dict(
+        {k[len('backbone.'):]: v for k, v in swin_converter(ours.state_dict()).items()}, strict=False)
+    # mmdet rebuilds its relative position index buffers itself; every parameter must have been loaded.
+    assert not unexpected and all(key.endswith('relative_position_index') for key in missing), (missing, unexpected)
+    return ours, reference, 'mmdet 3.3.0'
+
+
+def paired_crossformer(arch: str, impl: str):
+    ours = CrossFormer(arch=arch, drop_path_rate=0.0, impl=impl)
+    ours.init_weights()
+    return ours, PlainCrossFormer.from_model(ours), 'plain (authors\' style)'
+
+
+PAIRS = {'swin': (paired_swin, ['tiny', 'small', 'base', 'large']),
+         'crossformer': (paired_crossformer, ['tiny', 'small', 'base', 'large', 'pp-small', 'pp-base', 'pp-large'])}
 
 
 def synchronize(device):
@@ -77,16 +94,18 @@ def peak_memory(model, x, mode, device, dtype):
         return torch.cuda.max_memory_allocated(device) - base
     if mode == 'forward':
         return 0
-    saved = 0
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
 
     def pack(tensor):
-        nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), precision(device, dtype):
         model(x)
-    return saved
+    return sum(saved.values())
 
 
 def forward_flops(model, x):
@@ -97,7 +116,9 @@ def forward_flops(model, x):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--arch', default='tiny', choices=['tiny', 'small', 'base', 'large'])
+    parser.add_argument('--model', default='swin', choices=sorted(PAIRS))
+    parser.add_argument('--arch', help='default: tiny for Swin, small for CrossFormer')
+    parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
     parser.add_argument('--sizes', nargs='+', default=['800x1333', '512x512'])
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--mode', nargs='+', default=['forward', 'train'], choices=['forward', 'train'])
@@ -106,24 +127,37 @@ def main():
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile both models first (the warm-up runs include compilation)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    build, archs = PAIRS[args.model]
+    arch = args.arch or ('tiny' if args.model == 'swin' else 'small')
+    if arch not in archs:
+        parser.error(f'--arch for {args.model} must be one of {archs}, got {arch!r}')
     torch.manual_seed(0)
-    ours, reference = paired_swin(args.arch, device)
+    ours, reference, reference_name = build(arch, args.impl)
+    ours, reference = ours.to(device), reference.to(device)
     ours.eval()
-    reference.eval()
+    reference.eval()  # mmdet's train() returns None, so no chaining
 
-    print(f'Swin-{args.arch[0].upper()} vs mmdet 3.3.0, batch {args.batch}, {args.dtype}, {device}, '
-          f'{args.threads} threads, median of {args.runs}')
-    print(f'{"size":>10} {"mode":>8} | {"ours s":>8} {"mmdet s":>8} {"ratio":>6} | {"GFLOP/s ours":>12} '
-          f'{"mmdet":>7} | {"mem ours MB":>11} {"mmdet":>7} {"ratio":>6} | max |diff|')
+    flop_model = reference
+    if args.compile:
+        ours, reference = torch.compile(ours), torch.compile(reference)
+    print(f'{args.model} {arch} (impl={args.impl}) vs {reference_name}, batch {args.batch}, {args.dtype}, {device}, '
+          f'{args.threads} threads, median of {args.runs}, torch {torch.__version__}'
+          + (', both torch.compile-d' if args.compile else ''))
+    print(f'{"size":>10} {"mode":>8} | {"ours s":>8} {"ref s":>8} {"ratio":>6} | {"GFLOP/s ours":>12} '
+          f'{"ref":>7} | {"mem ours MB":>11} {"ref":>7} {"ratio":>6} | max |diff|')
     for size in args.sizes:
         height, width = (int(v) for v in size.split('x'))
         x = torch.randn(args.batch, 3, height, width, device=device)
         with torch.inference_mode(), precision(device, dtype):
             difference = max((a.float() - b.float()).abs().max().item() for a, b in zip(ours(x), reference(x)))
-        flops = forward_flops(ours, x)
+        if dtype == torch.float32 and difference > 1e-4:
+            raise SystemExit(f'{size}: outputs differ from the reference by {difference:.1e} (> 1e-4 in fp32)')
+        flops = forward_flops(flop_model, x)
         for mode in args.mode:
             work = flops * (3 if mode == 'train' else 1)
             ours_time = time_step(ours, x, mode, device, dtype, args.warmup, args.runs)

@@ -18,7 +18,8 @@ import torch.utils.checkpoint as checkpoint
 
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
-from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
+from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
+                     pair_bias,
                      pad_image_to_multiple, pad_to_multiple, padding_key_mask, ungroup_tokens)
 
 # Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
@@ -151,9 +152,7 @@ class CrossScaleAttention(MultiHeadGroupAttention):
         self.pos = DynamicPosBias(dim // 16, num_heads)
 
     def position_bias(self, layout: GroupLayout) -> torch.Tensor:
-        length = layout.grouping.group_len
-        bias = self.pos(layout.offsets)[layout.index]
-        return bias.view(length, length, self.num_heads).permute(2, 0, 1)  # heads, N, N
+        return pair_bias(self.pos(layout.offsets), layout.index, layout.grouping.group_len)
 
     def forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
         _, height, width, _ = x.shape
@@ -171,16 +170,16 @@ class CrossFormerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, long_distance: bool, mlp_ratio: float, qkv_bias: bool,
                  qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
-                 norm_cfg: dict, use_acl: bool, with_cp: bool):
+                 norm_cfg: dict, use_acl: bool, with_cp: bool, fast: bool):
         super().__init__()
         self.long_distance = long_distance
         self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
         self.attn = CrossScaleAttention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                        attn_drop=attn_drop, proj_drop=drop)
+                                        attn_drop=attn_drop, proj_drop=drop, fast=fast)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast)
         self.use_acl = use_acl
         if use_acl:
             self.ex_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
@@ -188,7 +187,10 @@ class CrossFormerBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), layout))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.drop_path.active:
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        else:
+            x = self.mlp(self.norm2(x), residual=x)
         if self.use_acl:
             x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return x
@@ -302,6 +304,7 @@ class CrossFormer(PyramidBackbone):
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  with_cp: bool = False,
+                 impl: str = 'fast',
                  pretrained: Optional[str] = None,
                  init_cfg=None,
                  check_finite: bool = False):
@@ -324,6 +327,7 @@ class CrossFormer(PyramidBackbone):
             raise ValueError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
         self.arch = arch
+        self.impl = check_impl(impl)
         self.embed_dims = embed_dims
         self.depths = tuple(depths)
         self.num_heads = tuple(num_heads)
@@ -347,7 +351,8 @@ class CrossFormer(PyramidBackbone):
                 self.num_features[i], depths[i], num_heads[i], group_size[i], crs_interval[i], self.lda_type,
                 self.adaptive_interval, self.use_acl, drop_path=drop_path[first:first + depths[i]],
                 downsample=i < num_stages - 1, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp))
+                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp,
+                fast=impl == 'fast'))
         self._freeze_stages()
 
     def _stage_modules(self, index: int) -> List[nn.Module]:

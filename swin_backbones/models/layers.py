@@ -18,7 +18,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention import group_attention, plain_attention_probs
+
 _ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU, 'Swish': nn.SiLU}
+IMPLS = ('fast', 'plain')
+
+
+def check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS} ('fast': fused attention and matmul epilogues, "
+                         f"'plain': the textbook operations, for reference), got {impl!r}")
+    return impl
 
 
 def build_norm(norm_cfg: dict, num_features: int) -> nn.LayerNorm:
@@ -49,8 +59,12 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = float(drop_prob)
 
+    @property
+    def active(self) -> bool:
+        return self.drop_prob > 0.0 and self.training
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
+        if not self.active:
             return x
         keep_prob = 1.0 - self.drop_prob
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
@@ -61,18 +75,129 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-class Mlp(nn.Module):
-    """Linear(C, hidden) -> activation -> dropout -> Linear(hidden, C) -> dropout."""
+# Activations oneDNN can apply inside a CPU matmul, by the name its fused linear op uses.
+_FUSIBLE_ACTIVATIONS = {nn.GELU: 'gelu', nn.ReLU: 'relu'}
 
-    def __init__(self, dim: int, hidden_dim: int, act_cfg: dict = dict(type='GELU'), drop: float = 0.0):
+
+def onednn_applies(x: torch.Tensor, linear: nn.Linear) -> bool:
+    """Whether ``linear`` on ``x`` may run as a oneDNN matmul that does the bias, activation or residual add
+    in its epilogue (one pass over the output instead of two or three): CPU, fp32 or bf16 input and weight
+    of one dtype, outside autocast (which would not see the op) and outside torch.compile (which fuses
+    epilogues itself)."""
+    # is_compiling first: dynamo would break the graph on the checks after it.
+    return (not torch.compiler.is_compiling() and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+            and x.dtype == linear.weight.dtype and torch.backends.mkldnn.is_available()
+            and not torch.is_autocast_enabled('cpu'))
+
+
+def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _onednn_linear(x, weight, bias, activation: str = 'none', residual=None) -> torch.Tensor:
+    if residual is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, 'add')
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], 'none')
+
+
+def _linear_backward(ctx, grad_out, x, weight):
+    """Gradients of F.linear(x, weight, bias) for the inputs that need them, as autograd computes them."""
+    flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+    grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+    grad_weight = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+    grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_x, grad_weight, grad_bias
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias) (+ residual)`` through the oneDNN op, with F.linear's backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual):
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        return _onednn_linear(x, weight, bias, residual=residual)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_residual = grad_out if ctx.needs_input_grad[3] else None
+        return (*_linear_backward(ctx, grad_out, x, weight), grad_residual)
+
+
+def fused_linear(x: torch.Tensor, linear: nn.Linear, activation: str = 'none',
+                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``activation(linear(x))`` or ``linear(x) + residual`` as one oneDNN matmul (when :func:`onednn_applies`).
+    Differentiable without an activation; with one, for inference only."""
+    if _needs_grad(x, linear.weight, linear.bias, residual):
+        if activation != 'none':
+            raise RuntimeError('a fused activation has no backward here; compute it after the matmul in training')
+        return _OneDNNLinear.apply(x, linear.weight, linear.bias, residual)
+    return _onednn_linear(x, linear.weight, linear.bias, activation, residual)
+
+
+class _ActivationRecomputingLinear(torch.autograd.Function):
+    """``F.linear(activation(h), weight, bias) (+ residual)`` that keeps ``h`` for backward and recomputes
+    the activation there, instead of keeping both ``h`` (for the activation) and ``activation(h)`` (for
+    the matmul): the MLP's hidden activations are 4x wider than the tokens."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, residual, activation, onednn):
+        ctx.activation = activation
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(h, weight)
+        if onednn:
+            return _onednn_linear(activation(h), weight, bias, residual=residual)
+        out = F.linear(activation(h), weight, bias)
+        return out if residual is None else out + residual
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight = ctx.saved_tensors
+        with torch.enable_grad():
+            h_leaf = h.detach().requires_grad_(True)
+            activated = ctx.activation(h_leaf)
+        grad_activated, grad_weight, grad_bias = _linear_backward(ctx, grad_out, activated.detach(), weight)
+        grad_h = torch.autograd.grad(activated, h_leaf, grad_activated)[0] if ctx.needs_input_grad[0] else None
+        grad_residual = grad_out if ctx.needs_input_grad[3] else None
+        return grad_h, grad_weight, grad_bias, grad_residual, None, None
+
+
+class Mlp(nn.Module):
+    """Linear(C, hidden) -> activation -> dropout -> Linear(hidden, C) -> dropout.
+
+    ``fast`` selects the paths that compute the same function with less work: on a CPU the matmuls do
+    the bias, the activation (in inference) and the residual add in their epilogues (:func:`fused_linear`);
+    in training without dropout the hidden activation is recomputed in backward instead of stored.
+    Under torch.compile the plain operations are traced.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, act_cfg: dict = dict(type='GELU'), drop: float = 0.0,
+                 fast: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = build_activation(act_cfg)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
+        self.fast = fast
+        fusible = _FUSIBLE_ACTIVATIONS.get(type(self.act))
+        self._fused_activation = fusible if fusible != 'gelu' or self.act.approximate == 'none' else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The MLP of x, plus ``residual`` when given (the caller's skip connection, added without dropout)."""
+        # Under autocast the recomputing backward would see fp32 weights next to half-precision gradients.
+        if (not self.fast or (self.drop.p > 0 and self.training) or torch.compiler.is_compiling()
+                or torch.is_autocast_enabled(x.device.type)):
+            out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+            return out if residual is None else residual + out
+        onednn = onednn_applies(x, self.fc1)
+        if not _needs_grad(x, residual, *self.parameters()):
+            if onednn and self._fused_activation:
+                return fused_linear(fused_linear(x, self.fc1, self._fused_activation), self.fc2, residual=residual)
+            out = self.fc2(self.act(self.fc1(x)))
+            return out if residual is None else residual + out
+        hidden = fused_linear(x, self.fc1) if onednn else self.fc1(x)
+        return _ActivationRecomputingLinear.apply(hidden, self.fc2.weight, self.fc2.bias, residual, self.act, onednn)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
@@ -165,34 +290,55 @@ def padding_key_mask(height: int, width: int, padded_height: int, padded_width: 
     return torch.zeros(is_pad.shape, device=device, dtype=dtype).masked_fill_(is_pad, fill)
 
 
+def pair_bias(table: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
+    """(T, heads) bias rows and the (N * N,) row of each query/key pair -> contiguous (heads, N, N).
+
+    Gathering from the transposed table writes the result in the layout the attention kernel reads,
+    without a permute and copy afterwards.
+    """
+    return table.t()[:, index.view(-1)].view(table.shape[1], length, length)
+
+
 class MultiHeadGroupAttention(nn.Module):
     """Multi-head self-attention inside groups of tokens, with a position bias and an optional mask.
 
-    Subclasses provide the position bias (a learned table for Swin, an MLP for CrossFormer).
+    Subclasses provide the position bias (a learned table for Swin, an MLP for CrossFormer). ``fast``
+    uses :func:`.attention.group_attention` (unless attention dropout is active: the fused kernel would
+    draw a different dropout pattern) and fuses the residual add into the output projection. Under
+    torch.compile the plain operations are traced: inductor fuses them itself (and its lowering of the
+    masked fused kernel fails in torch 2.13).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, fast: bool = True):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f'embedding dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.fast = fast
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def attend(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None."""
+    def attend(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+               residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
+
+        Returns the attention output, plus ``residual`` (same shape as x) when given.
+        """
         groups, length, channels = x.shape
-        qkv = self.qkv(x).reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
-        attn = (q * self.scale) @ k.transpose(-2, -1) + bias
-        if mask is not None:
-            num_groups = mask.shape[0]
-            attn = attn.view(-1, num_groups, self.num_heads, length, length) + mask.unsqueeze(1)
-            attn = attn.view(-1, self.num_heads, length, length)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(groups, length, channels)
-        return self.proj_drop(self.proj(x))
+        onednn = self.fast and onednn_applies(x, self.qkv)
+        qkv = fused_linear(x, self.qkv) if onednn else self.qkv(x)
+        qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
+        if self.fast and not (self.attn_drop.p > 0 and self.training) and not torch.compiler.is_compiling():
+            x = group_attention(qkv, bias, mask, self.scale)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
+            x = self.attn_drop(plain_attention_probs(q, k, bias, mask, self.scale)) @ v
+        x = x.transpose(1, 2).reshape(groups, length, channels)
+        if onednn and not (self.proj_drop.p > 0 and self.training):
+            return fused_linear(x, self.proj, residual=residual)
+        x = self.proj_drop(self.proj(x))
+        return x if residual is None else residual + x

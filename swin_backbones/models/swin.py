@@ -6,7 +6,7 @@ output norms ``norm{i}``; :meth:`SwinTransformer.convert_state_dict` reads the a
 and timm layouts.
 """
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,8 @@ import torch.utils.checkpoint as checkpoint
 from ..checkpoint import CheckpointError
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
-from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
+from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
+                     pair_bias,
                      pad_image_to_multiple, pad_to_multiple, shift_region_mask, ungroup_tokens)
 
 ARCH_SETTINGS = {
@@ -67,59 +68,105 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[0] * (2 * window - 1) + offsets[1]
 
 
-class WindowAttention(MultiHeadGroupAttention):
-    """W-MSA / SW-MSA on a (B, H, W, C) map: pad to whole windows (padding is not masked), roll by the
-    shift, attend inside windows with the relative position bias, roll back, crop."""
+class WindowLayout(NamedTuple):
+    """How a stage holds its map in this forward: padded to whole windows (as mmdet pads), as tokens in
+    window order, so attention cuts windows with a view and every other layer acts on tokens in place.
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, **kwargs):
+    Shifted blocks use the windows of the map rolled by (-shift, -shift); going between the two
+    orders is one gather per change instead of pad, roll, partition, reverse, roll back and crop.
+    """
+    height: int
+    width: int
+    padded_height: int
+    padded_width: int
+    grouping: Grouping
+    to_shifted: Optional[torch.Tensor]  # Tp: token of the shifted order, by position in the regular order
+    to_regular: Optional[torch.Tensor]  # Tp: the inverse
+    shift_mask: Optional[torch.Tensor]  # nW, N, N
+    padding: Optional[torch.Tensor]  # Tp, 1: padded tokens, regular order; None without padding
+    padding_shifted: Optional[torch.Tensor]  # Tp, 1: the same in the shifted order
+
+
+def window_layout(height: int, width: int, window: int, shift: int, device, dtype) -> WindowLayout:
+    padded_height, padded_width = height + (-height % window), width + (-width % window)
+    grouping = Grouping(window, window)
+    spatial = torch.arange(padded_height * padded_width, device=device).view(1, padded_height, padded_width, 1)
+    regular = group_tokens(spatial, grouping).flatten()  # Tp: spatial index of each token in window order
+    is_padding = None
+    if (padded_height, padded_width) != (height, width):
+        rows, cols = regular // padded_width, regular % padded_width
+        is_padding = ((rows >= height) | (cols >= width)).unsqueeze(-1)
+    if not shift:
+        return WindowLayout(height, width, padded_height, padded_width, grouping, None, None, None, is_padding, None)
+    shifted = group_tokens(torch.roll(spatial, shifts=(-shift, -shift), dims=(1, 2)), grouping).flatten()
+    position_in_regular, position_in_shifted = regular.argsort(), shifted.argsort()  # inverse permutations
+    shift_mask = shift_region_mask(padded_height, padded_width, window, shift, grouping, device, dtype)
+    padding_shifted = None
+    if is_padding is not None:
+        padding_shifted = is_padding[position_in_regular[shifted]]
+    return WindowLayout(height, width, padded_height, padded_width, grouping, position_in_regular[shifted],
+                        position_in_shifted[regular], shift_mask, is_padding, padding_shifted)
+
+
+class WindowAttention(MultiHeadGroupAttention):
+    """W-MSA / SW-MSA over windows of tokens, with the relative position bias (and the shift mask)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, **kwargs):
         super().__init__(dim, num_heads, **kwargs)
         self.window_size = window_size
-        self.shift_size = shift_size
-        self.grouping = Grouping(window_size, window_size)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
 
     def position_bias(self) -> torch.Tensor:
-        length = self.window_size ** 2
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(length, length, self.num_heads).permute(2, 0, 1)  # heads, N, N
+        return pair_bias(self.relative_position_bias_table, self.relative_position_index, self.window_size ** 2)
 
-    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        _, height, width, _ = x.shape
-        x = pad_to_multiple(x, self.window_size, self.window_size)
-        padded_height, padded_width = x.shape[1:3]
-        shift = self.shift_size
-        if shift:
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        windows = group_tokens(x, self.grouping)  # B*nW, ws*ws, C
-        windows = self.attend(windows, self.position_bias(), shift_mask if shift else None)
-        x = ungroup_tokens(windows, self.grouping, padded_height, padded_width)
-        if shift:
-            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        return x[:, :height, :width]
+    def forward(self, windows: torch.Tensor, shift_mask: Optional[torch.Tensor],
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """windows: (B * nW, ws * ws, C) -> same shape, plus ``residual`` when given."""
+        return self.attend(windows, self.position_bias(), shift_mask, residual)
 
 
 class SwinBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
+    """``x + DropPath(W-MSA(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))`` on (B, Tp, C) tokens in window order.
+
+    Padded tokens enter attention as zeros, as in mmdet, which pads the normalised map; they are not masked.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
                  qkv_bias: bool, qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
-                 act_cfg: dict, norm_cfg: dict, with_cp: bool):
+                 act_cfg: dict, norm_cfg: dict, with_cp: bool, fast: bool):
         super().__init__()
+        self.shifted = shifted
         self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
-        self.attn = WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias=qkv_bias,
-                                    qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                    attn_drop=attn_drop, proj_drop=drop, fast=fast)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast)
 
-    def _forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), shift_mask))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def _forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        batch, num_tokens, channels = x.shape
+        window_len = layout.grouping.group_len
+        padding = layout.padding_shifted if self.shifted else layout.padding
+        shift_mask = layout.shift_mask if self.shifted else None
+        attn_in = self.norm1(x)
+        if padding is not None:
+            attn_in.masked_fill_(padding, 0.0)
+        attn_in = attn_in.view(-1, window_len, channels)
+        if self.drop_path.active:
+            x = x + self.drop_path(self.attn(attn_in, shift_mask).view(batch, num_tokens, channels))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.attn(attn_in, shift_mask, residual=x.view(-1, window_len, channels)).view(batch, num_tokens, channels)
+        return self.mlp(self.norm2(x), residual=x)
 
-    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
-            return checkpoint.checkpoint(self._forward, x, shift_mask, use_reentrant=False)
-        return self._forward(x, shift_mask)
+            return checkpoint.checkpoint(self._forward, x, layout, use_reentrant=False)
+        return self._forward(x, layout)
+
+    def extra_repr(self) -> str:
+        return f'shifted={self.shifted}'
 
 
 class SwinStage(nn.Module):
@@ -131,22 +178,28 @@ class SwinStage(nn.Module):
         self.window_size = window_size
         self.shift_size = window_size // 2
         self.blocks = nn.ModuleList([
-            SwinBlock(dim, num_heads, window_size, 0 if j % 2 == 0 else self.shift_size,
+            SwinBlock(dim, num_heads, window_size, shifted=j % 2 == 1 and self.shift_size > 0,
                       drop_path=drop_path[j], norm_cfg=norm_cfg, **block_kwargs)
             for j in range(depth)])
         self.downsample = PatchMerging(dim, norm_cfg if patch_norm else None) if downsample else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Returns the stage's output map and, when the stage merges, the merged map."""
-        shift_mask = None
-        if self.shift_size and len(self.blocks) > 1:
-            window = self.window_size
-            padded_height = x.shape[1] + (-x.shape[1] % window)
-            padded_width = x.shape[2] + (-x.shape[2] % window)
-            shift_mask = shift_region_mask(padded_height, padded_width, window, self.shift_size,
-                                           self.blocks[0].attn.grouping, x.device, x.dtype)
+        """(B, H, W, C) -> the stage's output map and, when the stage merges, the merged map."""
+        batch, height, width, channels = x.shape
+        layout = window_layout(height, width, self.window_size, self.shift_size if len(self.blocks) > 1 else 0,
+                               x.device, x.dtype)
+        tokens = group_tokens(pad_to_multiple(x, self.window_size, self.window_size), layout.grouping)
+        tokens = tokens.view(batch, -1, channels)
+        shifted = False
         for block in self.blocks:
-            x = block(x, shift_mask)
+            if block.shifted != shifted:
+                tokens = tokens.index_select(1, layout.to_shifted if block.shifted else layout.to_regular)
+                shifted = block.shifted
+            tokens = block(tokens, layout)
+        if shifted:
+            tokens = tokens.index_select(1, layout.to_regular)
+        x = ungroup_tokens(tokens.view(-1, layout.grouping.group_len, channels), layout.grouping,
+                           layout.padded_height, layout.padded_width)[:, :height, :width]
         return x, self.downsample(x) if self.downsample is not None else None
 
 
@@ -196,6 +249,7 @@ class SwinTransformer(PyramidBackbone):
                  act_cfg: dict = dict(type='GELU'),
                  norm_cfg: dict = dict(type='LN'),
                  with_cp: bool = False,
+                 impl: str = 'fast',
                  pretrained: Optional[str] = None,
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
@@ -215,6 +269,7 @@ class SwinTransformer(PyramidBackbone):
             raise ValueError(f'window_size must be a positive int, got {window_size!r}')
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
         self.arch = arch
+        self.impl = check_impl(impl)
         self.embed_dims = embed_dims
         self.depths = tuple(depths)
         self.num_heads = tuple(num_heads)
@@ -242,7 +297,8 @@ class SwinTransformer(PyramidBackbone):
                 self.num_features[i], depths[i], num_heads[i], window_size,
                 drop_path=drop_path[first:first + depths[i]], downsample=i < num_stages - 1,
                 norm_cfg=norm_cfg, patch_norm=patch_norm, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp))
+                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp,
+                fast=impl == 'fast'))
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
         self._freeze_stages()

@@ -1,0 +1,104 @@
+"""The attention core both backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens.
+
+Two implementations compute the same function:
+
+* :func:`plain_attention_probs` (then ``@ v``): the textbook sequence of matmul, adds, softmax and
+  matmul. Autograd keeps the (groups, heads, N, N) probabilities for backward.
+* :func:`group_attention`: ``F.scaled_dot_product_attention`` with bias and mask passed as one additive
+  mask that broadcasts over the batch, so the logits are never written out as a whole. On a CPU, where
+  that kernel has no gradient for the mask, the backward recomputes the probabilities from q, k and v
+  in chunks of groups; only q, k and v are kept for backward.
+
+Measured on 2 CPU cores, fp32, one thread: the fused forward is about 2x faster than the plain one for
+49-token Swin windows and about 5x faster for the ~1,000-token CrossFormer long-distance groups.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+# Logits materialised at once by the CPU backward: 4M floats (16 MB) keep a chunk in cache-sized pieces.
+_BACKWARD_CHUNK_ELEMENTS = 1 << 22
+
+
+def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+                          scale: float) -> torch.Tensor:
+    """The 'plain' core up to the softmax: (B * nG, heads, N, N) probabilities, to be multiplied by v.
+
+    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
+    """
+    groups, heads, length, _ = q.shape
+    attn = (q * scale) @ k.transpose(-2, -1) + bias
+    if mask is not None:
+        attn = attn.view(-1, mask.shape[0], heads, length, length) + mask.unsqueeze(1)
+        attn = attn.view(groups, heads, length, length)
+    return attn.softmax(dim=-1)
+
+
+def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+    """The fused core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
+    bias and mask as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d)."""
+    if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad) and qkv.device.type == 'cpu':
+        return _RecomputingAttention.apply(qkv, bias, mask, scale)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return _fused_forward(q, k, v, bias, mask, scale)
+
+
+def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """(1 or nG, heads, N, N): the additive term of the logits, in the dtype of q."""
+    if mask is None:
+        return bias.to(dtype).unsqueeze(0)
+    return (mask.unsqueeze(1) + bias).to(dtype)
+
+
+def _image_slices(total_groups: int, mask: Optional[torch.Tensor]):
+    """Slices of the (B * nG) group axis that share one mask: every image, or everything without a mask."""
+    per_image = mask.shape[0] if mask is not None else total_groups
+    return [slice(start, start + per_image) for start in range(0, total_groups, per_image)]
+
+
+def _fused_forward(q, k, v, bias, mask, scale) -> torch.Tensor:
+    additive = _combined_mask(bias, mask, q.dtype)
+    outs = [F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=additive, scale=scale)
+            for part in _image_slices(q.shape[0], mask)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+class _RecomputingAttention(torch.autograd.Function):
+    """Fused forward; the backward rebuilds the softmax probabilities chunk by chunk from q, k and v and
+    writes the gradient of the whole qkv tensor at once."""
+
+    @staticmethod
+    def forward(ctx, qkv, bias, mask, scale):
+        ctx.scale = scale
+        ctx.save_for_backward(qkv, bias, mask)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        # Detached: a mask that requires grad sends the kernel down its unfused path.
+        return _fused_forward(q, k, v, bias.detach(), mask, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, bias, mask = ctx.saved_tensors
+        scale = ctx.scale
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        grad_q, grad_k, grad_v = grad_qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        additive = _combined_mask(bias.detach(), mask, q.dtype)
+        _, heads, length, _ = q.shape
+        step = max(1, _BACKWARD_CHUNK_ELEMENTS // (heads * length * length))
+        for image in _image_slices(q.shape[0], mask):
+            for start in range(image.start, image.stop, step):
+                part = slice(start, min(start + step, image.stop))
+                local = slice(part.start - image.start, part.stop - image.start) if mask is not None else slice(None)
+                q_scaled = q[part] * scale
+                k_part, v_part = k[part].contiguous(), v[part].contiguous()
+                grad_part = grad_out[part].contiguous()
+                probs = torch.matmul(q_scaled, k_part.transpose(-2, -1)).add_(additive[local]).softmax(dim=-1)
+                grad_v[part] = torch.matmul(probs.transpose(-2, -1), grad_part)
+                grad_logits = torch._softmax_backward_data(torch.matmul(grad_part, v_part.transpose(-2, -1)),
+                                                           probs, -1, probs.dtype)
+                grad_bias += grad_logits.sum(0, dtype=torch.float32)
+                grad_k[part] = torch.matmul(grad_logits.transpose(-2, -1), q_scaled)
+                grad_q[part] = torch.matmul(grad_logits, k_part).mul_(scale)
+        return grad_qkv, grad_bias.to(bias.dtype), None, None
