@@ -186,15 +186,14 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The MLP of x, plus ``residual`` when given (the caller's skip connection, added without dropout)."""
         # Under autocast the recomputing backward would see fp32 weights next to half-precision gradients.
-        if (not self.fast or (self.drop.p > 0 and self.training) or torch.compiler.is_compiling()
-                or torch.is_autocast_enabled(x.device.type)):
+        plain = (not self.fast or (self.drop.p > 0 and self.training) or torch.compiler.is_compiling()
+                 or torch.is_autocast_enabled(x.device.type))
+        onednn = not plain and onednn_applies(x, self.fc1)
+        inference = not _needs_grad(x, residual, *self.parameters())
+        if onednn and inference and self._fused_activation:
+            return fused_linear(fused_linear(x, self.fc1, self._fused_activation), self.fc2, residual=residual)
+        if plain or inference:
             out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-            return out if residual is None else residual + out
-        onednn = onednn_applies(x, self.fc1)
-        if not _needs_grad(x, residual, *self.parameters()):
-            if onednn and self._fused_activation:
-                return fused_linear(fused_linear(x, self.fc1, self._fused_activation), self.fc2, residual=residual)
-            out = self.fc2(self.act(self.fc1(x)))
             return out if residual is None else residual + out
         hidden = fused_linear(x, self.fc1) if onednn else self.fc1(x)
         return _ActivationRecomputingLinear.apply(hidden, self.fc2.weight, self.fc2.bias, residual, self.act, onednn)
@@ -305,8 +304,7 @@ class MultiHeadGroupAttention(nn.Module):
     Subclasses provide the position bias (a learned table for Swin, an MLP for CrossFormer). ``fast``
     uses :func:`.attention.group_attention` (unless attention dropout is active: the fused kernel would
     draw a different dropout pattern) and fuses the residual add into the output projection. Under
-    torch.compile the plain operations are traced: inductor fuses them itself (and its lowering of the
-    masked fused kernel fails in torch 2.13).
+    torch.compile the plain operations are traced: inductor fuses them itself.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: Optional[float] = None,

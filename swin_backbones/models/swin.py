@@ -92,20 +92,19 @@ def window_layout(height: int, width: int, window: int, shift: int, device, dtyp
     grouping = Grouping(window, window)
     spatial = torch.arange(padded_height * padded_width, device=device).view(1, padded_height, padded_width, 1)
     regular = group_tokens(spatial, grouping).flatten()  # Tp: spatial index of each token in window order
-    is_padding = None
-    if (padded_height, padded_width) != (height, width):
-        rows, cols = regular // padded_width, regular % padded_width
-        is_padding = ((rows >= height) | (cols >= width)).unsqueeze(-1)
-    if not shift:
-        return WindowLayout(height, width, padded_height, padded_width, grouping, None, None, None, is_padding, None)
     shifted = group_tokens(torch.roll(spatial, shifts=(-shift, -shift), dims=(1, 2)), grouping).flatten()
+    padding = padding_shifted = None
+    if (padded_height, padded_width) != (height, width):
+        rows = torch.arange(padded_height, device=device).unsqueeze(1)
+        cols = torch.arange(padded_width, device=device)
+        is_padding = ((rows >= height) | (cols >= width)).flatten()  # by spatial index
+        padding, padding_shifted = is_padding[regular].unsqueeze(-1), is_padding[shifted].unsqueeze(-1)
+    if not shift:
+        return WindowLayout(height, width, padded_height, padded_width, grouping, None, None, None, padding, None)
     position_in_regular, position_in_shifted = regular.argsort(), shifted.argsort()  # inverse permutations
     shift_mask = shift_region_mask(padded_height, padded_width, window, shift, grouping, device, dtype)
-    padding_shifted = None
-    if is_padding is not None:
-        padding_shifted = is_padding[position_in_regular[shifted]]
     return WindowLayout(height, width, padded_height, padded_width, grouping, position_in_regular[shifted],
-                        position_in_shifted[regular], shift_mask, is_padding, padding_shifted)
+                        position_in_shifted[regular], shift_mask, padding, padding_shifted)
 
 
 class WindowAttention(MultiHeadGroupAttention):
