@@ -21,7 +21,7 @@ Nothing is shared between blocks or cached between forwards. Inference only: no 
 import copy
 import functools
 import math
-from typing import List, Optional, Sequence
+from typing import List
 
 import torch
 import torch.nn as nn

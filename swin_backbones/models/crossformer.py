@@ -7,20 +7,18 @@ to SDA is decided per forward instead of being stored on the module. Parameters 
 layout, so their released checkpoints load by key (:func:`convert_crossformer_state_dict` drops the
 classification-only extras).
 """
-import math
 import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
-from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
-                     pair_bias,
-                     pad_image_to_multiple, pad_to_multiple, padding_key_mask, ungroup_tokens)
+from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div, check_impl,
+                     group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask, pair_bias,
+                     round_up, ungroup_tokens)
 
 # Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
 ARCH_SETTINGS = {
@@ -44,8 +42,9 @@ EMBED_KERNELS = (4, 8, 16, 32)
 NEG_INF = -1e6  # what the authors add to the logits of padded keys
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+def _larger(a: int, b: int) -> int:
+    # While tracing, sizes are tensors and max() would freeze the example's choice into the graph.
+    return torch.maximum(a, b) if isinstance(a, torch.Tensor) else max(a, b)
 
 
 def _mask_fill(dtype: torch.dtype) -> float:
@@ -81,7 +80,7 @@ class GroupLayout(NamedTuple):
 
 def group_layout(height: int, width: int, multiple: int, grouping_of, device, dtype) -> GroupLayout:
     """Layout for a map padded right/bottom to a multiple of ``multiple``; ``grouping_of(Hp, Wp)`` cuts it."""
-    padded_height, padded_width = _round_up(height, multiple), _round_up(width, multiple)
+    padded_height, padded_width = round_up(height, multiple), round_up(width, multiple)
     grouping = grouping_of(padded_height, padded_width)
     mask = padding_key_mask(height, width, padded_height, padded_width, grouping, device, dtype,
                             fill=_mask_fill(dtype))
@@ -156,8 +155,7 @@ class CrossScaleAttention(MultiHeadGroupAttention):
 
     def forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
         _, height, width, _ = x.shape
-        if (layout.padded_height, layout.padded_width) != (height, width):
-            x = F.pad(x, (0, 0, 0, layout.padded_width - width, 0, layout.padded_height - height))
+        x = pad_to_size(x, layout.padded_height, layout.padded_width)
         groups = group_tokens(x, layout.grouping)
         groups = self.attend(groups, self.position_bias(layout).to(groups.dtype), layout.mask)
         x = ungroup_tokens(groups, layout.grouping, layout.padded_height, layout.padded_width)
@@ -244,7 +242,7 @@ class CrossFormerStage(nn.Module):
                                device, dtype)
         else:
             if self.adaptive_interval:
-                interval = math.ceil(max(height, width) / group)
+                interval = ceil_div(_larger(height, width), group)
             lda = group_layout(height, width, group * interval,
                                lambda hp, wp: Grouping(group, group, interval, interval), device, dtype)
         return sda, lda

@@ -17,11 +17,49 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .attention import group_attention, plain_attention_probs
 
 _ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU, 'Swish': nn.SiLU}
 IMPLS = ('fast', 'plain')
+
+
+def capturing_graph() -> bool:
+    """Whether torch.compile, torch.export or torch.jit.trace (so torch.onnx.export) is recording the forward.
+
+    The fast paths then step aside: their custom autograd Functions and oneDNN ops have no ONNX
+    form, and the compilers fuse the plain operations themselves.
+    """
+    # is_compiling first: dynamo would break the graph on the checks after it.
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def known_equal(a: int, b: int) -> bool:
+    """``a == b`` for sizes, answered only when that needs no branch on the input's size: False while
+    ``torch.jit.trace`` (so the TorchScript ONNX exporter) records the forward, where sizes are tensors
+    and a Python ``if`` would freeze the example's answer into the graph, and False under
+    ``torch.compile`` with dynamic shapes unless it holds for every size (no guard, no recompilation).
+
+    Only for shortcuts whose general path computes the same numbers (padding by zero rows is a copy,
+    an all-false padding mask changes nothing).
+    """
+    if torch.jit.is_tracing():
+        return False
+    return statically_known_true(a == b)
+
+
+def ceil_div(value: int, divisor: int) -> int:
+    """ceil(value / divisor) for sizes, with non-negative operands only: while tracing, sizes are
+    tensors, and the ONNX export of a floor division of a negative one truncates instead of flooring."""
+    return (value + divisor - 1) // divisor
+
+
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple``. Written as ``ceil_div * multiple`` so that a
+    symbolic size (torch.compile with dynamic shapes) is visibly a multiple: the sizes derived from it
+    (``padded // multiple`` ...) then simplify instead of nesting ``Mod`` terms stage after stage."""
+    return ceil_div(value, multiple) * multiple
 
 
 def check_impl(impl: str) -> str:
@@ -82,10 +120,9 @@ _FUSIBLE_ACTIVATIONS = {nn.GELU: 'gelu', nn.ReLU: 'relu'}
 def onednn_applies(x: torch.Tensor, linear: nn.Linear) -> bool:
     """Whether ``linear`` on ``x`` may run as a oneDNN matmul that does the bias, activation or residual add
     in its epilogue (one pass over the output instead of two or three): CPU, fp32 or bf16 input and weight
-    of one dtype, outside autocast (which would not see the op) and outside torch.compile (which fuses
-    epilogues itself)."""
-    # is_compiling first: dynamo would break the graph on the checks after it.
-    return (not torch.compiler.is_compiling() and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+    of one dtype, outside autocast (which would not see the op) and outside graph capture (see
+    :func:`capturing_graph`)."""
+    return (not capturing_graph() and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
             and x.dtype == linear.weight.dtype and torch.backends.mkldnn.is_available()
             and not torch.is_autocast_enabled('cpu'))
 
@@ -186,7 +223,7 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The MLP of x, plus ``residual`` when given (the caller's skip connection, added without dropout)."""
         # Under autocast the recomputing backward would see fp32 weights next to half-precision gradients.
-        plain = (not self.fast or (self.drop.p > 0 and self.training) or torch.compiler.is_compiling()
+        plain = (not self.fast or (self.drop.p > 0 and self.training) or capturing_graph()
                  or torch.is_autocast_enabled(x.device.type))
         onednn = not plain and onednn_applies(x, self.fc1)
         inference = not _needs_grad(x, residual, *self.parameters())
@@ -202,18 +239,23 @@ class Mlp(nn.Module):
 def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
     """Zero-pads a (B, H, W, C) map at the bottom and right up to multiples of the given sizes."""
     _, height, width, _ = x.shape
-    pad_h = -height % multiple_h
-    pad_w = -width % multiple_w
-    if pad_h == 0 and pad_w == 0:
+    return pad_to_size(x, round_up(height, multiple_h), round_up(width, multiple_w))
+
+
+def pad_to_size(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Zero-pads a (B, H, W, C) map at the bottom and right to (height, width), at least (H, W)."""
+    pad_h = height - x.shape[1]
+    pad_w = width - x.shape[2]
+    if known_equal(pad_h, 0) and known_equal(pad_w, 0):
         return x
     return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
 
 
 def pad_image_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pads a (B, C, H, W) image at the bottom and right up to multiples of ``multiple``."""
-    pad_h = -x.shape[2] % multiple
-    pad_w = -x.shape[3] % multiple
-    if pad_h == 0 and pad_w == 0:
+    pad_h = round_up(x.shape[2], multiple) - x.shape[2]
+    pad_w = round_up(x.shape[3], multiple) - x.shape[3]
+    if known_equal(pad_h, 0) and known_equal(pad_w, 0):
         return x
     return F.pad(x, (0, pad_w, 0, pad_h))
 
@@ -258,30 +300,12 @@ def ungroup_tokens(x: torch.Tensor, grouping: Grouping, height: int, width: int)
     return x.reshape(-1, height, width, channels)
 
 
-def shift_region_mask(height: int, width: int, window: int, shift: int, grouping: Grouping,
-                      device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Swin's SW-MSA mask for a padded (height, width) map rolled by (-shift, -shift).
-
-    Returns (num_windows, N, N): -100 between tokens of one window that came from different
-    regions of the unrolled map, 0 elsewhere.
-    """
-    labels = torch.zeros(1, height, width, 1, device=device)
-    slices = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    label = 0
-    for rows in slices:
-        for cols in slices:
-            labels[:, rows, cols, :] = label
-            label += 1
-    labels = group_tokens(labels, grouping).squeeze(-1)  # nW, N
-    different = labels.unsqueeze(1) != labels.unsqueeze(2)
-    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, -100.0)
-
-
 def padding_key_mask(height: int, width: int, padded_height: int, padded_width: int,
                      grouping: Grouping, device: torch.device, dtype: torch.dtype,
                      fill: float = -1e6) -> Optional[torch.Tensor]:
-    """Additive mask that hides padded tokens as keys: (num_groups, 1, N), or None without padding."""
-    if height == padded_height and width == padded_width:
+    """Additive mask that hides padded tokens as keys: (num_groups, 1, N), or None without padding (an
+    all-zero mask where whether there is padding is not known, see :func:`known_equal`)."""
+    if known_equal(height, padded_height) and known_equal(width, padded_width):
         return None
     is_pad = torch.ones(1, padded_height, padded_width, 1, device=device, dtype=torch.bool)
     is_pad[:, :height, :width] = False
@@ -330,7 +354,7 @@ class MultiHeadGroupAttention(nn.Module):
         onednn = self.fast and onednn_applies(x, self.qkv)
         qkv = fused_linear(x, self.qkv) if onednn else self.qkv(x)
         qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
-        if self.fast and not (self.attn_drop.p > 0 and self.training) and not torch.compiler.is_compiling():
+        if self.fast and not (self.attn_drop.p > 0 and self.training) and not capturing_graph():
             x = group_attention(qkv, bias, mask, self.scale)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d

@@ -17,8 +17,7 @@ from ..checkpoint import CheckpointError
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
-                     pair_bias,
-                     pad_image_to_multiple, pad_to_multiple, shift_region_mask, ungroup_tokens)
+                     known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, round_up, ungroup_tokens)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -80,31 +79,62 @@ class WindowLayout(NamedTuple):
     padded_height: int
     padded_width: int
     grouping: Grouping
-    to_shifted: Optional[torch.Tensor]  # Tp: token of the shifted order, by position in the regular order
-    to_regular: Optional[torch.Tensor]  # Tp: the inverse
+    to_shifted: Optional[torch.Tensor]  # B * Tp: token of the shifted order, by position in the regular order
+    to_regular: Optional[torch.Tensor]  # B * Tp: the inverse
     shift_mask: Optional[torch.Tensor]  # nW, N, N
-    padding: Optional[torch.Tensor]  # Tp, 1: padded tokens, regular order; None without padding
-    padding_shifted: Optional[torch.Tensor]  # Tp, 1: the same in the shifted order
+    padding: Optional[torch.Tensor]  # B * nW, N, 1: padded tokens, regular order; None without padding
+    padding_shifted: Optional[torch.Tensor]  # B * nW, N, 1: the same in the shifted order
 
 
-def window_layout(height: int, width: int, window: int, shift: int, device, dtype) -> WindowLayout:
-    padded_height, padded_width = height + (-height % window), width + (-width % window)
+def _wrap(index: torch.Tensor, size: int) -> torch.Tensor:
+    """``index % size`` for -size <= index < 2 * size, without a remainder by a traced size (which the
+    torch.export-based ONNX exporter cannot convert)."""
+    return torch.where(index < 0, index + size, torch.where(index >= size, index - size, index))
+
+
+def window_layout(batch: int, height: int, width: int, window: int, shift: int, device, dtype) -> WindowLayout:
+    """Every index and mask is integer arithmetic on the map coordinates of the window-order positions
+    (no views, rolls or sorts of index maps), so traced sizes stay short expressions for the ONNX
+    exporters and for torch.compile with dynamic shapes."""
+    padded_height, padded_width = round_up(height, window), round_up(width, window)
     grouping = Grouping(window, window)
-    spatial = torch.arange(padded_height * padded_width, device=device).view(1, padded_height, padded_width, 1)
-    regular = group_tokens(spatial, grouping).flatten()  # Tp: spatial index of each token in window order
-    shifted = group_tokens(torch.roll(spatial, shifts=(-shift, -shift), dims=(1, 2)), grouping).flatten()
-    padding = padding_shifted = None
-    if (padded_height, padded_width) != (height, width):
-        rows = torch.arange(padded_height, device=device).unsqueeze(1)
-        cols = torch.arange(padded_width, device=device)
-        is_padding = ((rows >= height) | (cols >= width)).flatten()  # by spatial index
-        padding, padding_shifted = is_padding[regular].unsqueeze(-1), is_padding[shifted].unsqueeze(-1)
+    window_len = grouping.group_len
+    windows_per_row = padded_width // window
+    # Map coordinates of the window-order positions, as broadcastable (nWh, nWw, ws, ws) tensors: every
+    # quantity below is one broadcast expression, flattened only once computed.
+    inner = torch.arange(window, device=device)
+    row = torch.arange(padded_height // window, device=device).view(-1, 1, 1, 1) * window + inner.view(-1, 1)
+    col = torch.arange(windows_per_row, device=device).view(-1, 1, 1) * window + inner
+
+    def position_of(row, col):  # window-order position of the token at (row, col)
+        return ((row // window) * windows_per_row + col // window) * window_len + (row % window) * window + col % window
+
+    def is_padding(row, col):  # B * nW, N, 1
+        return ((row >= height) | (col >= width)).reshape(-1, window_len, 1).repeat(batch, 1, 1)
+
+    def for_each_image(order):  # nWh, nWw, ws, ws -> B * Tp: the token order of the batch, image after image
+        order = order.flatten()
+        return (torch.arange(batch, device=device).unsqueeze(1) * order.shape[0] + order).flatten()
+
+    pads = not (known_equal(padded_height, height) and known_equal(padded_width, width))
+    padding = is_padding(row, col) if pads else None
     if not shift:
         return WindowLayout(height, width, padded_height, padded_width, grouping, None, None, None, padding, None)
-    position_in_regular, position_in_shifted = regular.argsort(), shifted.argsort()  # inverse permutations
-    shift_mask = shift_region_mask(padded_height, padded_width, window, shift, grouping, device, dtype)
-    return WindowLayout(height, width, padded_height, padded_width, grouping, position_in_regular[shifted],
-                        position_in_shifted[regular], shift_mask, padding, padding_shifted)
+    # Shifted windows cut the map rolled by (-shift, -shift): position (row, col) holds the token of
+    # (row + shift, col + shift), and that token's own (row, col) moves to (row - shift, col - shift).
+    source_row, source_col = _wrap(row + shift, padded_height), _wrap(col + shift, padded_width)
+    to_shifted = for_each_image(position_of(source_row, source_col))
+    to_regular = for_each_image(position_of(_wrap(row - shift, padded_height), _wrap(col - shift, padded_width)))
+    # SW-MSA mask as mmdet builds it: regions of the rolled map split at -window and -shift from the end
+    # of each side; tokens of one window from different regions do not attend to each other.
+    region = ((row >= padded_height - window).long() + (row >= padded_height - shift).long()) * 3 \
+        + (col >= padded_width - window).long() + (col >= padded_width - shift).long()
+    region = region.reshape(-1, window_len)
+    different = region.unsqueeze(1) != region.unsqueeze(2)  # nW, N, N
+    shift_mask = torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, -100.0)
+    padding_shifted = is_padding(source_row, source_col) if pads else None
+    return WindowLayout(height, width, padded_height, padded_width, grouping, to_shifted, to_regular, shift_mask,
+                        padding, padding_shifted)
 
 
 class WindowAttention(MultiHeadGroupAttention):
@@ -126,7 +156,7 @@ class WindowAttention(MultiHeadGroupAttention):
 
 
 class SwinBlock(nn.Module):
-    """``x + DropPath(W-MSA(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))`` on (B, Tp, C) tokens in window order.
+    """``x + DropPath(W-MSA(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))`` on windows of tokens, (B * nW, N, C).
 
     Padded tokens enter attention as zeros, as in mmdet, which pads the normalised map; they are not masked.
     """
@@ -145,18 +175,15 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast)
 
     def _forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        batch, num_tokens, channels = x.shape
-        window_len = layout.grouping.group_len
         padding = layout.padding_shifted if self.shifted else layout.padding
         shift_mask = layout.shift_mask if self.shifted else None
         attn_in = self.norm1(x)
         if padding is not None:
             attn_in.masked_fill_(padding, 0.0)
-        attn_in = attn_in.view(-1, window_len, channels)
         if self.drop_path.active:
-            x = x + self.drop_path(self.attn(attn_in, shift_mask).view(batch, num_tokens, channels))
+            x = x + self.drop_path(self.attn(attn_in, shift_mask))
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = self.attn(attn_in, shift_mask, residual=x.view(-1, window_len, channels)).view(batch, num_tokens, channels)
+        x = self.attn(attn_in, shift_mask, residual=x)
         return self.mlp(self.norm2(x), residual=x)
 
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
@@ -184,22 +211,31 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(B, H, W, C) -> the stage's output map and, when the stage merges, the merged map."""
-        batch, height, width, channels = x.shape
-        layout = window_layout(height, width, self.window_size, self.shift_size if len(self.blocks) > 1 else 0,
-                               x.device, x.dtype)
-        tokens = group_tokens(pad_to_multiple(x, self.window_size, self.window_size), layout.grouping)
-        tokens = tokens.view(batch, -1, channels)
+        batch, height, width, _ = x.shape
+        layout = window_layout(batch, height, width, self.window_size,
+                               self.shift_size if len(self.blocks) > 1 else 0, x.device, x.dtype)
+        windows = group_tokens(pad_to_multiple(x, self.window_size, self.window_size), layout.grouping)  # B*nW, N, C
         shifted = False
         for block in self.blocks:
             if block.shifted != shifted:
-                tokens = tokens.index_select(1, layout.to_shifted if block.shifted else layout.to_regular)
+                windows = _reorder(windows, layout.to_shifted if block.shifted else layout.to_regular)
                 shifted = block.shifted
-            tokens = block(tokens, layout)
+            windows = block(windows, layout)
         if shifted:
-            tokens = tokens.index_select(1, layout.to_regular)
-        x = ungroup_tokens(tokens.view(-1, layout.grouping.group_len, channels), layout.grouping,
-                           layout.padded_height, layout.padded_width)[:, :height, :width]
+            windows = _reorder(windows, layout.to_regular)
+        x = ungroup_tokens(windows, layout.grouping, layout.padded_height, layout.padded_width)[:, :height, :width]
         return x, self.downsample(x) if self.downsample is not None else None
+
+
+def _reorder(windows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """(B * nW, N, C) windows -> the same tokens in another window order, one gather for the batch.
+
+    Rows of the flattened tokens keep the batch and window axes merged: torch.compile with dynamic
+    shapes then indexes them without the nested modular index expressions that splitting and
+    re-merging symbolic batch and token axes produces (which made inductor's code generation slow).
+    """
+    channels = windows.shape[-1]
+    return windows.reshape(-1, channels).index_select(0, order).view(windows.shape)
 
 
 def _to_pair(size) -> Tuple[int, int]:
@@ -332,8 +368,8 @@ class SwinTransformer(PyramidBackbone):
     def _position_embedding(self, height: int, width: int) -> torch.Tensor:
         grid_h, grid_w = self.pos_embed_grid
         pos = self.absolute_pos_embed.view(1, grid_h, grid_w, -1)
-        if (height, width) == (grid_h, grid_w):
-            return pos
+        if known_equal(height, grid_h) and known_equal(width, grid_w):
+            return pos  # otherwise resizing to the same size gives the same numbers
         pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(height, width), mode='bicubic', align_corners=False)
         return pos.permute(0, 2, 3, 1)
 
