@@ -59,6 +59,20 @@ def test_onnx_export_matches_pytorch_at_other_sizes(kind, tmp_path):
     assert max(diffs.values()) <= TOLERANCE, diffs
 
 
+# Sizes at which nothing pads (image, windows, groups, merges): a shortcut for "no padding" taken while
+# tracing would be frozen into the graph and break every padded size.
+UNPADDED_TRACE_SIZE = {'swin': (224, 224), 'crossformer': (448, 448)}
+
+
+@pytest.mark.parametrize('kind', list(UNPADDED_TRACE_SIZE))
+def test_onnx_export_traced_without_padding_runs_padded_sizes(kind, tmp_path):
+    backbone = tiny_backbone(kind)
+    path = str(tmp_path / 'model.onnx')
+    export_onnx.export_onnx(backbone, path, sample_size=UNPADDED_TRACE_SIZE[kind])
+    diffs = onnx_parity(path, backbone, [(1, 289, 353), (2,) + UNPADDED_TRACE_SIZE[kind]])
+    assert max(diffs.values()) <= TOLERANCE, diffs
+
+
 def test_onnx_export_names_dynamic_axes_and_outputs(tmp_path):
     import onnx
     backbone = tiny_backbone('swin-abs-pos')
