@@ -1,12 +1,12 @@
 """Converting checkpoints of any supported layout to this package's layout (see tools/convert_checkpoint.py)."""
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, Optional, Type
 
 import torch
 
 from .checkpoint import CheckpointError, extract_state_dict, read_checkpoint, unwrap_state_dict, whole_model_prefix
+from .files import atomic_output
 from .models import BACKBONES
 from .models.base import PyramidBackbone
 
@@ -54,19 +54,9 @@ def convert_checkpoint(source: str, destination: str, prefix: Optional[str] = No
     converted, layout = backbone.convert_state_dict(state_dict)
     meta = dict(layout=LAYOUT_NAME, backbone=backbone.__name__, source_layout=layout,
                 source=os.path.basename(source))
-    _save_atomically({'state_dict': converted, 'meta': meta}, destination)
+    with atomic_output(destination, suffix='.pth') as temporary:
+        torch.save({'state_dict': converted, 'meta': meta}, temporary)
     return Conversion(source, destination, backbone.__name__, layout, bool(prefix),
                       len(state_dict), len(converted))
 
 
-def _save_atomically(obj, destination: str) -> None:
-    directory = os.path.dirname(os.path.abspath(destination))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix='.converting-', suffix='.pth')
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            torch.save(obj, file)
-        os.replace(temporary, destination)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -225,3 +225,20 @@ def test_make_toy_data_command_line(tmp_path):
     with open(tmp_path / 'd' / 'toy_data.json') as f:
         summary = json.load(f)
     assert summary['coco']['train']['images'] == 3 and summary['ade']['validation']['images'] == 2
+
+
+def test_atomic_output_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
+    from swin_backbones.files import atomic_output
+    target = tmp_path / 'out' / 'result.bin'
+    with pytest.raises(RuntimeError):
+        with atomic_output(str(target)) as temporary:
+            open(temporary, 'wb').write(b'half')
+            raise RuntimeError('interrupted')
+    assert os.listdir(tmp_path / 'out') == []
+    target.write_bytes(b'old')
+    with atomic_output(str(target)) as temporary:
+        open(temporary, 'wb').write(b'new')
+        assert target.read_bytes() == b'old'  # readers see the old file until the block ends
+    assert target.read_bytes() == b'new' and os.listdir(tmp_path / 'out') == ['result.bin']
+    (tmp_path / 'plain').write_bytes(b'')
+    assert os.stat(target).st_mode == os.stat(tmp_path / 'plain').st_mode  # not mkstemp's 0600

@@ -20,7 +20,6 @@ import argparse
 import ast
 import os
 import sys
-import tempfile
 import time
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -31,6 +30,7 @@ import torch.nn as nn
 from swin_backbones import __version__
 from swin_backbones.api import create_backbone, list_backbones
 from swin_backbones.checkpoint import CheckpointError
+from swin_backbones.files import atomic_output
 from swin_backbones.models.base import PyramidBackbone
 from swin_backbones.models.crossformer import CrossFormer
 
@@ -137,15 +137,8 @@ def export_onnx(backbone: PyramidBackbone, path: str, sample_size: Optional[Tupl
     model = _Features(backbone.eval()).eval()
     names = output_names(backbone)
     image = torch.randn(2, backbone.in_channels, height, width, generator=torch.Generator().manual_seed(0))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix='.partial-', suffix='.onnx')
-    os.close(handle)
     start = time.perf_counter()
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+    with atomic_output(path, suffix='.onnx') as temporary:
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             if exporter == 'torchscript':
@@ -170,11 +163,6 @@ def export_onnx(backbone: PyramidBackbone, path: str, sample_size: Optional[Tupl
         onnx.checker.check_model(temporary)
         if verify is not None:
             verify(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
     return elapsed
 
 

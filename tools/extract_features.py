@@ -9,13 +9,13 @@ interrupted run continues where it stopped; each file is written atomically.
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from swin_backbones.api import create_backbone, extract_features, list_backbones
+from swin_backbones.files import atomic_output
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -28,18 +28,11 @@ def find_images(folder: str):
 
 
 def save_atomically(pyramid, path: str, file_format: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.partial-')
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            if file_format == 'npz':
-                np.savez(file, **{f'stride{s}': level[0].numpy() for s, level in pyramid.items()})
-            else:
-                torch.save({s: level[0] for s, level in pyramid.items()}, file)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_output(path) as temporary, open(temporary, 'wb') as file:
+        if file_format == 'npz':
+            np.savez(file, **{f'stride{s}': level[0].numpy() for s, level in pyramid.items()})
+        else:
+            torch.save({s: level[0] for s, level in pyramid.items()}, file)
 
 
 def main(argv=None) -> int:

@@ -43,8 +43,9 @@ NEG_INF = -1e6  # what the authors add to the logits of padded keys
 
 
 def _larger(a: int, b: int) -> int:
-    # While tracing, sizes are tensors and max() would freeze the example's choice into the graph.
-    return torch.maximum(a, b) if isinstance(a, torch.Tensor) else max(a, b)
+    # While tracing, sizes are tensors and max() would freeze the example's choice into the graph; under
+    # torch.compile with dynamic shapes, sym_max keeps it symbolic instead of guarding on which side is longer.
+    return torch.maximum(a, b) if isinstance(a, torch.Tensor) else torch.sym_max(a, b)
 
 
 def _mask_fill(dtype: torch.dtype) -> float:

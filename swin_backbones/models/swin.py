@@ -74,8 +74,6 @@ class WindowLayout(NamedTuple):
     Shifted blocks use the windows of the map rolled by (-shift, -shift); going between the two
     orders is one gather per change instead of pad, roll, partition, reverse, roll back and crop.
     """
-    height: int
-    width: int
     padded_height: int
     padded_width: int
     grouping: Grouping
@@ -119,7 +117,7 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
     pads = not (known_equal(padded_height, height) and known_equal(padded_width, width))
     padding = is_padding(row, col) if pads else None
     if not shift:
-        return WindowLayout(height, width, padded_height, padded_width, grouping, None, None, None, padding, None)
+        return WindowLayout(padded_height, padded_width, grouping, None, None, None, padding, None)
     # Shifted windows cut the map rolled by (-shift, -shift): position (row, col) holds the token of
     # (row + shift, col + shift), and that token's own (row, col) moves to (row - shift, col - shift).
     source_row, source_col = _wrap(row + shift, padded_height), _wrap(col + shift, padded_width)
@@ -133,8 +131,8 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
     different = region.unsqueeze(1) != region.unsqueeze(2)  # nW, N, N
     shift_mask = torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, -100.0)
     padding_shifted = is_padding(source_row, source_col) if pads else None
-    return WindowLayout(height, width, padded_height, padded_width, grouping, to_shifted, to_regular, shift_mask,
-                        padding, padding_shifted)
+    return WindowLayout(padded_height, padded_width, grouping, to_shifted, to_regular, shift_mask, padding,
+                        padding_shifted)
 
 
 class WindowAttention(MultiHeadGroupAttention):

@@ -1,0 +1,28 @@
+"""Writing output files so that a reader never sees a partial one."""
+import contextlib
+import os
+import tempfile
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, suffix: str = '') -> Iterator[str]:
+    """Yields a temporary path next to ``path`` (directories created) to write to; it becomes ``path`` when
+    the block finishes and is removed if the block raises.
+
+    The file gets the permissions a plain ``open`` would give it, not mkstemp's 0600.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix='.partial-', suffix=suffix)
+    os.close(handle)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
