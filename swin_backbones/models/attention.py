@@ -1,23 +1,27 @@
 """The attention core both backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens.
 
-Two implementations compute the same function:
+Implementations of the same function:
 
 * :func:`plain_attention_probs` (then ``@ v``): the textbook sequence of matmul, adds, softmax and
-  matmul. Autograd keeps the (groups, heads, N, N) probabilities for backward.
-* :func:`group_attention`: ``F.scaled_dot_product_attention`` with bias and mask passed as one additive
-  mask that broadcasts over the batch, so the logits are never written out as a whole. On a CPU, where
-  that kernel has no gradient for the mask, the backward recomputes the probabilities from q, k and v
-  in chunks of groups; only q, k and v are kept for backward.
+  matmul, differentiated by autograd (``impl='plain'``).
+* :func:`group_attention` (``impl='fast'``), which picks one of these kernels (see :mod:`.kernels`):
 
-Measured on 2 CPU cores, fp32, one thread: the fused forward is about 2x faster than the plain one for
-49-token Swin windows and about 5x faster for the ~1,000-token CrossFormer long-distance groups.
+  - without gradients, ``sdpa``: ``F.scaled_dot_product_attention`` with bias and mask passed as one
+    additive mask that broadcasts over the batch, so the logits are never written out as a whole; or
+    ``matmul``: matmul, in-place add of that mask, softmax, matmul;
+  - in training, ``store``: the ``matmul`` forward keeping the probabilities, and a backward that
+    writes the gradient of the whole qkv tensor at once; or ``recompute``: the ``sdpa`` forward keeping
+    only q, k and v, and a backward that rebuilds the probabilities chunk by chunk (on a CPU; elsewhere
+    the SDPA kernel's own backward).
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-# Logits materialised at once by the CPU backward: 4M floats (16 MB) keep a chunk in cache-sized pieces.
+from .kernels import choose
+
+# Logits materialised at once by the recomputing backward: 4M floats (16 MB) keep a chunk in cache-sized pieces.
 _BACKWARD_CHUNK_ELEMENTS = 1 << 22
 
 
@@ -35,13 +39,41 @@ def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, 
     return attn.softmax(dim=-1)
 
 
-def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """The fused core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
-    bias and mask as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d)."""
-    if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad) and qkv.device.type == 'cpu':
+def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: float, *,
+                    save_memory: bool = False, kernels=None) -> torch.Tensor:
+    """The fast core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
+    bias and mask as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d).
+
+    ``save_memory`` makes training use the ``recompute`` kernel; ``kernels`` overrides the measured
+    choices (see :mod:`.kernels`).
+    """
+    length = qkv.shape[1]
+    # Under autocast qkv already has the low-precision dtype: the kernels compute in it (their backward,
+    # which autocast does not reach, too).
+    with torch.autocast(qkv.device.type, enabled=False):
+        if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad):
+            kernel = 'recompute' if save_memory else choose('attention_backward', qkv.device, qkv.dtype, kernels,
+                                                            length)
+            return attention_training(qkv, bias, mask, scale, kernel)
+        return attention_forward(qkv, bias, mask, scale, choose('attention', qkv.device, qkv.dtype, kernels, length))
+
+
+def attention_forward(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:
+    """The core without gradients, by the ``attention`` kernel 'sdpa' or 'matmul'."""
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
+    if kernel == 'sdpa':
+        return _sdpa(q, k, v, bias, mask, scale)
+    return _probs(q * scale, k, _combined_mask(bias, mask, q.dtype)) @ v
+
+
+def attention_training(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:
+    """The differentiable core, by the ``attention_backward`` kernel 'store' or 'recompute'."""
+    if kernel == 'store':
+        return _StoringAttention.apply(qkv, bias, mask, scale)
+    if qkv.device.type == 'cpu':
         return _RecomputingAttention.apply(qkv, bias, mask, scale)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    return _fused_forward(q, k, v, bias, mask, scale)
+    return _sdpa(q, k, v, bias, mask, scale)
 
 
 def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -57,16 +89,63 @@ def _image_slices(total_groups: int, mask: Optional[torch.Tensor]):
     return [slice(start, start + per_image) for start in range(0, total_groups, per_image)]
 
 
-def _fused_forward(q, k, v, bias, mask, scale) -> torch.Tensor:
+def _sdpa(q, k, v, bias, mask, scale) -> torch.Tensor:
     additive = _combined_mask(bias, mask, q.dtype)
     outs = [F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=additive, scale=scale)
             for part in _image_slices(q.shape[0], mask)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+def _probs(q_scaled: torch.Tensor, k: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
+    """softmax(q_scaled @ k^T + additive) for (G, heads, N, d) q and k; additive (1 or nG, heads, N, N)
+    repeats over the images of the G = B * nG groups."""
+    groups, heads, length, _ = q_scaled.shape
+    logits = torch.matmul(q_scaled, k.transpose(-2, -1))
+    logits.view(-1, *additive.shape).add_(additive)
+    return logits.softmax(dim=-1)
+
+
+def _gradients_from_probs(probs, q_scaled, k, v, grad_out, scale):
+    """Gradients of the core with respect to q, k, v and the logits, given its probabilities."""
+    grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
+    grad_logits = torch._softmax_backward_data(torch.matmul(grad_out, v.transpose(-2, -1)), probs, -1, probs.dtype)
+    grad_k = torch.matmul(grad_logits.transpose(-2, -1), q_scaled)
+    grad_q = torch.matmul(grad_logits, k).mul_(scale)
+    return grad_q, grad_k, grad_v, grad_logits
+
+
+class _StoringAttention(torch.autograd.Function):
+    """matmul-softmax-matmul forward that keeps the probabilities (and q, k, v in the layout the backward's
+    matmuls read); the backward writes the gradient of the whole qkv tensor at once."""
+
+    @staticmethod
+    def forward(ctx, qkv, bias, mask, scale):
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q_scaled, k, v = q * scale, k.contiguous(), v.contiguous()
+        probs = _probs(q_scaled, k, _combined_mask(bias.detach(), mask, q.dtype))
+        ctx.scale = scale
+        ctx.qkv_layout = (qkv.shape, qkv.dtype, qkv.device)
+        ctx.bias_dtype = bias.dtype
+        ctx.save_for_backward(q_scaled, k, v, probs)
+        return torch.matmul(probs, v)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_scaled, k, v, probs = ctx.saved_tensors
+        shape, dtype, device = ctx.qkv_layout
+        grad_qkv = torch.empty(shape, dtype=dtype, device=device)
+        grad_q, grad_k, grad_v = grad_qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        grads = _gradients_from_probs(probs, q_scaled, k, v, grad_out.contiguous(), ctx.scale)
+        grad_q.copy_(grads[0])
+        grad_k.copy_(grads[1])
+        grad_v.copy_(grads[2])
+        grad_bias = grads[3].sum(0, dtype=torch.float32).to(ctx.bias_dtype)
+        return grad_qkv, grad_bias, None, None
+
+
 class _RecomputingAttention(torch.autograd.Function):
-    """Fused forward; the backward rebuilds the softmax probabilities chunk by chunk from q, k and v and
-    writes the gradient of the whole qkv tensor at once."""
+    """SDPA forward keeping only q, k and v; the backward rebuilds the softmax probabilities chunk by chunk
+    and writes the gradient of the whole qkv tensor at once."""
 
     @staticmethod
     def forward(ctx, qkv, bias, mask, scale):
@@ -74,7 +153,7 @@ class _RecomputingAttention(torch.autograd.Function):
         ctx.save_for_backward(qkv, bias, mask)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         # Detached: a mask that requires grad sends the kernel down its unfused path.
-        return _fused_forward(q, k, v, bias.detach(), mask, scale)
+        return _sdpa(q, k, v, bias.detach(), mask, scale)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -93,12 +172,8 @@ class _RecomputingAttention(torch.autograd.Function):
                 local = slice(part.start - image.start, part.stop - image.start) if mask is not None else slice(None)
                 q_scaled = q[part] * scale
                 k_part, v_part = k[part].contiguous(), v[part].contiguous()
-                grad_part = grad_out[part].contiguous()
-                probs = torch.matmul(q_scaled, k_part.transpose(-2, -1)).add_(additive[local]).softmax(dim=-1)
-                grad_v[part] = torch.matmul(probs.transpose(-2, -1), grad_part)
-                grad_logits = torch._softmax_backward_data(torch.matmul(grad_part, v_part.transpose(-2, -1)),
-                                                           probs, -1, probs.dtype)
-                grad_bias += grad_logits.sum(0, dtype=torch.float32)
-                grad_k[part] = torch.matmul(grad_logits.transpose(-2, -1), q_scaled)
-                grad_q[part] = torch.matmul(grad_logits, k_part).mul_(scale)
+                probs = _probs(q_scaled, k_part, additive[local])
+                grads = _gradients_from_probs(probs, q_scaled, k_part, v_part, grad_out[part].contiguous(), scale)
+                grad_q[part], grad_k[part], grad_v[part] = grads[:3]
+                grad_bias += grads[3].sum(0, dtype=torch.float32)
         return grad_qkv, grad_bias.to(bias.dtype), None, None

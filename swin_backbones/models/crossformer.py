@@ -16,6 +16,7 @@ import torch.utils.checkpoint as checkpoint
 
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
+from .kernels import check_overrides
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div, check_impl,
                      group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask, pair_bias,
                      round_up, ungroup_tokens)
@@ -155,10 +156,12 @@ class CrossScaleAttention(MultiHeadGroupAttention):
         return pair_bias(self.pos(layout.offsets), layout.index, layout.grouping.group_len)
 
     def forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+        """(B, H, W, C) -> the heads' outputs before the output projection, same shape (the projection
+        acts on each token alone: :meth:`project` the unpadded map)."""
         _, height, width, _ = x.shape
         x = pad_to_size(x, layout.padded_height, layout.padded_width)
         groups = group_tokens(x, layout.grouping)
-        groups = self.attend(groups, self.position_bias(layout).to(groups.dtype), layout.mask)
+        groups = self.attend_groups(groups, self.position_bias(layout).to(groups.dtype), layout.mask)
         x = ungroup_tokens(groups, layout.grouping, layout.padded_height, layout.padded_width)
         return x[:, :height, :width]
 
@@ -169,26 +172,31 @@ class CrossFormerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, long_distance: bool, mlp_ratio: float, qkv_bias: bool,
                  qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
-                 norm_cfg: dict, use_acl: bool, with_cp: bool, fast: bool):
+                 norm_cfg: dict, use_acl: bool, with_cp: bool, fast: bool, save_memory: bool = False,
+                 kernels: Optional[dict] = None):
         super().__init__()
         self.long_distance = long_distance
         self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
         self.attn = CrossScaleAttention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                        attn_drop=attn_drop, proj_drop=drop, fast=fast)
+                                        attn_drop=attn_drop, proj_drop=drop, fast=fast, save_memory=save_memory,
+                                        kernels=kernels)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast, save_memory=save_memory,
+                       kernels=kernels)
         self.use_acl = use_acl
         if use_acl:
             self.ex_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
             self.ex_ln = build_norm(norm_cfg, dim)
 
     def _forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), layout))
+        heads = self.attn(self.norm1(x), layout)
         if self.drop_path.active:
+            x = x + self.drop_path(self.attn.project(heads))
             x = x + self.drop_path(self.mlp(self.norm2(x)))
         else:
+            x = self.attn.project(heads, residual=x)
             x = self.mlp(self.norm2(x), residual=x)
         if self.use_acl:
             x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
@@ -304,6 +312,8 @@ class CrossFormer(PyramidBackbone):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  impl: str = 'fast',
+                 save_memory: bool = False,
+                 kernels: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg=None,
                  check_finite: bool = False):
@@ -327,6 +337,8 @@ class CrossFormer(PyramidBackbone):
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
         self.arch = arch
         self.impl = check_impl(impl)
+        self.save_memory = bool(save_memory)
+        self.kernels = check_overrides(kernels)
         self.embed_dims = embed_dims
         self.depths = tuple(depths)
         self.num_heads = tuple(num_heads)
@@ -351,7 +363,7 @@ class CrossFormer(PyramidBackbone):
                 self.adaptive_interval, self.use_acl, drop_path=drop_path[first:first + depths[i]],
                 downsample=i < num_stages - 1, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                 qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp,
-                fast=impl == 'fast'))
+                fast=impl == 'fast', save_memory=self.save_memory, kernels=self.kernels))
         self._freeze_stages()
 
     def _stage_modules(self, index: int) -> List[nn.Module]:

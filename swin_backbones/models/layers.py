@@ -12,7 +12,7 @@ tokens that share ``outer`` and ``dilation`` indices form one group, laid out on
 * CrossFormer LDA with interval I (paper):  ``(1, L/I, I)``
 * CrossFormer++ LDA, G x G groups, interval I inside regions of G*I:  ``(L/(G*I), G, I)``
 """
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .attention import group_attention, plain_attention_probs
+from .kernels import check_overrides, choose
 
 _ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU, 'Swish': nn.SiLU}
 IMPLS = ('fast', 'plain')
@@ -113,64 +114,84 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-# Activations oneDNN can apply inside a CPU matmul, by the name its fused linear op uses.
+# Activations a linear kernel applies as its epilogue (oneDNN by these names, aten in place), by module type.
 _FUSIBLE_ACTIVATIONS = {nn.GELU: 'gelu', nn.ReLU: 'relu'}
+_IN_PLACE_ACTIVATIONS = {'gelu': torch._C._nn.gelu_, 'relu': torch.relu_}
 
 
-def onednn_applies(x: torch.Tensor, linear: nn.Linear) -> bool:
-    """Whether ``linear`` on ``x`` may run as a oneDNN matmul that does the bias, activation or residual add
-    in its epilogue (one pass over the output instead of two or three): CPU, fp32 or bf16 input and weight
-    of one dtype, outside autocast (which would not see the op) and outside graph capture (see
+def fast_linear_applies(x: torch.Tensor, linear: nn.Linear) -> bool:
+    """Whether ``linear`` on ``x`` may run through the fast linear kernels (:func:`fused_linear`): input and
+    weight of one dtype, outside autocast (which would not see the kernels) and outside graph capture (see
     :func:`capturing_graph`)."""
-    return (not capturing_graph() and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
-            and x.dtype == linear.weight.dtype and torch.backends.mkldnn.is_available()
-            and not torch.is_autocast_enabled('cpu'))
+    return (not capturing_graph() and x.dtype == linear.weight.dtype
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _onednn_linear(x, weight, bias, activation: str = 'none', residual=None) -> torch.Tensor:
+def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str = 'none',
+                   residual: Optional[torch.Tensor] = None, kernel: str = 'aten') -> torch.Tensor:
+    """``activation(x @ weight^T + bias)``, or ``x @ weight^T + bias + residual``, by the ``linear`` kernel
+    ('aten': addmm, then the epilogue in place; 'onednn': one oneDNN matmul with the epilogue). No autograd."""
+    if kernel == 'onednn':
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, 'add')
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], 'none')
+    out = F.linear(x, weight, bias)
     if residual is not None:
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, 'add')
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], 'none')
+        return out.add_(residual)
+    return _IN_PLACE_ACTIVATIONS[activation](out) if activation != 'none' else out
+
+
+def linear_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: str) -> torch.Tensor:
+    """The (out, in) weight gradient of a linear layer from its (M, out) output gradient and (M, in) input,
+    by the ``weight_grad`` kernel ('input_t_grad': (x^T dy)^T, as autograd; 'grad_t_input': dy^T x)."""
+    if kernel == 'grad_t_input':
+        return grad.t() @ x
+    return (x.t() @ grad).t()
 
 
 def _linear_backward(ctx, grad_out, x, weight):
     """Gradients of F.linear(x, weight, bias) for the inputs that need them, as autograd computes them."""
     flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
     grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-    grad_weight = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+    grad_weight = (linear_weight_grad(flat_grad, x.reshape(-1, x.shape[-1]), ctx.grad_kernel)
+                   if ctx.needs_input_grad[1] else None)
     grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_weight, grad_bias
 
 
-class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear(x, weight, bias) (+ residual)`` through the oneDNN op, with F.linear's backward."""
+class _Linear(torch.autograd.Function):
+    """``F.linear(x, weight, bias) (+ residual)`` by the chosen forward and weight-gradient kernels."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, residual):
+    def forward(ctx, x, weight, bias, residual, kernel, grad_kernel):
         ctx.has_bias = bias is not None
+        ctx.grad_kernel = grad_kernel
         ctx.save_for_backward(x, weight)
-        return _onednn_linear(x, weight, bias, residual=residual)
+        return linear_forward(x, weight, bias, residual=residual, kernel=kernel)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         grad_residual = grad_out if ctx.needs_input_grad[3] else None
-        return (*_linear_backward(ctx, grad_out, x, weight), grad_residual)
+        return (*_linear_backward(ctx, grad_out, x, weight), grad_residual, None, None)
 
 
 def fused_linear(x: torch.Tensor, linear: nn.Linear, activation: str = 'none',
-                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``activation(linear(x))`` or ``linear(x) + residual`` as one oneDNN matmul (when :func:`onednn_applies`).
-    Differentiable without an activation; with one, for inference only."""
+                 residual: Optional[torch.Tensor] = None, kernels: Optional[Dict[str, str]] = None) -> torch.Tensor:
+    """``activation(linear(x))`` or ``linear(x) + residual`` by the measured (or ``kernels``-overridden)
+    ``linear`` and ``weight_grad`` kernels, when :func:`fast_linear_applies`. Differentiable without an
+    activation; with one, for inference only."""
+    kernel = choose('linear', x.device, x.dtype, kernels)
     if _needs_grad(x, linear.weight, linear.bias, residual):
         if activation != 'none':
             raise RuntimeError('a fused activation has no backward here; compute it after the matmul in training')
-        return _OneDNNLinear.apply(x, linear.weight, linear.bias, residual)
-    return _onednn_linear(x, linear.weight, linear.bias, activation, residual)
+        grad_kernel = choose('weight_grad', x.device, x.dtype, kernels)
+        return _Linear.apply(x, linear.weight, linear.bias, residual, kernel, grad_kernel)
+    return linear_forward(x, linear.weight, linear.bias, activation, residual, kernel)
 
 
 class _ActivationRecomputingLinear(torch.autograd.Function):
@@ -179,14 +200,12 @@ class _ActivationRecomputingLinear(torch.autograd.Function):
     the matmul): the MLP's hidden activations are 4x wider than the tokens."""
 
     @staticmethod
-    def forward(ctx, h, weight, bias, residual, activation, onednn):
+    def forward(ctx, h, weight, bias, residual, activation, kernel, grad_kernel):
         ctx.activation = activation
         ctx.has_bias = bias is not None
+        ctx.grad_kernel = grad_kernel
         ctx.save_for_backward(h, weight)
-        if onednn:
-            return _onednn_linear(activation(h), weight, bias, residual=residual)
-        out = F.linear(activation(h), weight, bias)
-        return out if residual is None else out + residual
+        return linear_forward(activation(h), weight, bias, residual=residual, kernel=kernel)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -197,43 +216,51 @@ class _ActivationRecomputingLinear(torch.autograd.Function):
         grad_activated, grad_weight, grad_bias = _linear_backward(ctx, grad_out, activated.detach(), weight)
         grad_h = torch.autograd.grad(activated, h_leaf, grad_activated)[0] if ctx.needs_input_grad[0] else None
         grad_residual = grad_out if ctx.needs_input_grad[3] else None
-        return grad_h, grad_weight, grad_bias, grad_residual, None, None
+        return grad_h, grad_weight, grad_bias, grad_residual, None, None, None
 
 
 class Mlp(nn.Module):
     """Linear(C, hidden) -> activation -> dropout -> Linear(hidden, C) -> dropout.
 
-    ``fast`` selects the paths that compute the same function with less work: on a CPU the matmuls do
-    the bias, the activation (in inference) and the residual add in their epilogues (:func:`fused_linear`);
-    in training without dropout the hidden activation is recomputed in backward instead of stored.
-    Under torch.compile the plain operations are traced.
+    ``fast`` selects the paths that compute the same function with less work: the matmuls run by the
+    measured kernels (:mod:`.kernels`) and do the bias, the residual add and (in inference) the
+    activation in their epilogues (:func:`fused_linear`). ``save_memory`` (training without dropout)
+    keeps only the hidden pre-activation for backward and recomputes the activation there. Under
+    torch.compile and autocast the plain operations run.
     """
 
     def __init__(self, dim: int, hidden_dim: int, act_cfg: dict = dict(type='GELU'), drop: float = 0.0,
-                 fast: bool = True):
+                 fast: bool = True, save_memory: bool = False, kernels: Optional[Dict[str, str]] = None):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = build_activation(act_cfg)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
         self.fast = fast
+        self.save_memory = save_memory
+        self.kernels = check_overrides(kernels)
         fusible = _FUSIBLE_ACTIVATIONS.get(type(self.act))
         self._fused_activation = fusible if fusible != 'gelu' or self.act.approximate == 'none' else None
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The MLP of x, plus ``residual`` when given (the caller's skip connection, added without dropout)."""
-        # Under autocast the recomputing backward would see fp32 weights next to half-precision gradients.
-        plain = (not self.fast or (self.drop.p > 0 and self.training) or capturing_graph()
-                 or torch.is_autocast_enabled(x.device.type))
-        onednn = not plain and onednn_applies(x, self.fc1)
-        inference = not _needs_grad(x, residual, *self.parameters())
-        if onednn and inference and self._fused_activation:
-            return fused_linear(fused_linear(x, self.fc1, self._fused_activation), self.fc2, residual=residual)
-        if plain or inference:
+        if not self.fast or (self.drop.p > 0 and self.training) or not fast_linear_applies(x, self.fc1):
             out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
             return out if residual is None else residual + out
-        hidden = fused_linear(x, self.fc1) if onednn else self.fc1(x)
-        return _ActivationRecomputingLinear.apply(hidden, self.fc2.weight, self.fc2.bias, residual, self.act, onednn)
+        kernels = self.kernels
+        if not _needs_grad(x, residual, *self.parameters()):
+            if self._fused_activation:
+                hidden = fused_linear(x, self.fc1, self._fused_activation, kernels=kernels)
+            else:
+                hidden = self.act(fused_linear(x, self.fc1, kernels=kernels))
+            return fused_linear(hidden, self.fc2, residual=residual, kernels=kernels)
+        hidden = fused_linear(x, self.fc1, kernels=kernels)
+        if not self.save_memory:
+            return fused_linear(self.act(hidden), self.fc2, residual=residual, kernels=kernels)
+        kernel = choose('linear', x.device, x.dtype, kernels)
+        grad_kernel = choose('weight_grad', x.device, x.dtype, kernels)
+        return _ActivationRecomputingLinear.apply(hidden, self.fc2.weight, self.fc2.bias, residual, self.act,
+                                                  kernel, grad_kernel)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
@@ -300,6 +327,36 @@ def ungroup_tokens(x: torch.Tensor, grouping: Grouping, height: int, width: int)
     return x.reshape(-1, height, width, channels)
 
 
+class _Regroup(torch.autograd.Function):
+    """Rows of a 2-d tensor picked by an index, with rows zeroed where a mask says, when the index's
+    inverse on the kept rows is known: the backward is then a gather too (no scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, source, index, inverse, zero_rows, inverse_zero_rows):
+        ctx.save_for_backward(inverse, inverse_zero_rows)
+        out = source.index_select(0, index)
+        return out if zero_rows is None else out.masked_fill_(zero_rows.reshape(-1, 1), 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inverse, inverse_zero_rows = ctx.saved_tensors
+        return regroup(grad, inverse, None, inverse_zero_rows), None, None, None, None
+
+
+def regroup(source: torch.Tensor, index: torch.Tensor, inverse: Optional[torch.Tensor],
+            zero_rows: Optional[torch.Tensor] = None, inverse_zero_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``source[index]`` for a 2-d ``source``, with the rows where ``zero_rows`` is set zeroed.
+
+    ``inverse`` gives, for every row of ``source``, the one output row that holds it (every source row is
+    picked exactly once outside ``zero_rows``); with it the gradient is ``grad[inverse]``, zero on
+    ``inverse_zero_rows`` (the source rows that no output row holds). Without it, autograd's scatter-add.
+    """
+    if inverse is not None and not capturing_graph() and torch.is_grad_enabled() and source.requires_grad:
+        return _Regroup.apply(source, index, inverse, zero_rows, inverse_zero_rows)
+    out = source.index_select(0, index)
+    return out if zero_rows is None else out.masked_fill_(zero_rows.reshape(-1, 1), 0)
+
+
 def padding_key_mask(height: int, width: int, padded_height: int, padded_width: int,
                      grouping: Grouping, device: torch.device, dtype: torch.dtype,
                      fill: float = -1e6) -> Optional[torch.Tensor]:
@@ -327,18 +384,25 @@ class MultiHeadGroupAttention(nn.Module):
 
     Subclasses provide the position bias (a learned table for Swin, an MLP for CrossFormer). ``fast``
     uses :func:`.attention.group_attention` (unless attention dropout is active: the fused kernel would
-    draw a different dropout pattern) and fuses the residual add into the output projection. Under
-    torch.compile the plain operations are traced: inductor fuses them itself.
+    draw a different dropout pattern), runs the projections by the measured linear kernels and fuses
+    the residual add into the output projection; ``save_memory`` and ``kernels`` are passed on to them.
+    Under torch.compile the plain operations are traced: inductor fuses them itself.
+
+    :meth:`attend_groups` and :meth:`project` are the two halves of :meth:`attend`, for callers that
+    move the tokens between them (the output projection acts on each token alone).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, fast: bool = True):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, fast: bool = True, save_memory: bool = False,
+                 kernels: Optional[Dict[str, str]] = None):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f'embedding dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.fast = fast
+        self.save_memory = save_memory
+        self.kernels = check_overrides(kernels)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -350,17 +414,24 @@ class MultiHeadGroupAttention(nn.Module):
 
         Returns the attention output, plus ``residual`` (same shape as x) when given.
         """
+        return self.project(self.attend_groups(x, bias, mask), residual)
+
+    def attend_groups(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The heads' outputs, concatenated, before the output projection: (B * nG, N, C)."""
         groups, length, channels = x.shape
-        onednn = self.fast and onednn_applies(x, self.qkv)
-        qkv = fused_linear(x, self.qkv) if onednn else self.qkv(x)
+        fast_linear = self.fast and fast_linear_applies(x, self.qkv)
+        qkv = fused_linear(x, self.qkv, kernels=self.kernels) if fast_linear else self.qkv(x)
         qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
         if self.fast and not (self.attn_drop.p > 0 and self.training) and not capturing_graph():
-            x = group_attention(qkv, bias, mask, self.scale)
+            x = group_attention(qkv, bias, mask, self.scale, save_memory=self.save_memory, kernels=self.kernels)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
             x = self.attn_drop(plain_attention_probs(q, k, bias, mask, self.scale)) @ v
-        x = x.transpose(1, 2).reshape(groups, length, channels)
-        if onednn and not (self.proj_drop.p > 0 and self.training):
-            return fused_linear(x, self.proj, residual=residual)
+        return x.transpose(1, 2).reshape(groups, length, channels)
+
+    def project(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The output projection (and dropout) of (..., C) tokens, plus ``residual`` when given."""
+        if self.fast and fast_linear_applies(x, self.proj) and not (self.proj_drop.p > 0 and self.training):
+            return fused_linear(x, self.proj, residual=residual, kernels=self.kernels)
         x = self.proj_drop(self.proj(x))
         return x if residual is None else residual + x

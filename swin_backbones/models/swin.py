@@ -16,8 +16,9 @@ import torch.utils.checkpoint as checkpoint
 from ..checkpoint import CheckpointError
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
+from .kernels import check_overrides
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
-                     known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, round_up, ungroup_tokens)
+                     known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup, round_up, ungroup_tokens)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -67,21 +68,47 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[0] * (2 * window - 1) + offsets[1]
 
 
-class WindowLayout(NamedTuple):
-    """How a stage holds its map in this forward: padded to whole windows (as mmdet pads), as tokens in
-    window order, so attention cuts windows with a view and every other layer acts on tokens in place.
+class WindowView(NamedTuple):
+    """How the blocks of one kind (regular or shifted windows) cut the stage's tokens into windows.
 
-    Shifted blocks use the windows of the map rolled by (-shift, -shift); going between the two
-    orders is one gather per change instead of pad, roll, partition, reverse, roll back and crop.
+    ``gather`` lists, for each window position of the batch, the stored token it holds (any token at
+    padding, whose rows are zeroed); ``scatter`` is the inverse, the window position of each stored token.
+    Both are None where the tokens are stored in this window order.
+    """
+    gather: Optional[torch.Tensor]  # B * nW * N
+    scatter: Optional[torch.Tensor]  # one per stored token
+    padding: Optional[torch.Tensor]  # B * nW, N, 1: padded window positions; None without padding
+    mask: Optional[torch.Tensor]  # nW, N, N: the shift mask, or None
+
+    def to_windows(self, tokens: torch.Tensor, window_len: int) -> torch.Tensor:
+        """Stored tokens (..., C) -> (B * nW, N, C) windows, zeros at padding."""
+        if self.gather is None:
+            return tokens
+        windows = regroup(tokens.reshape(-1, tokens.shape[-1]), self.gather, self.scatter, self.padding)
+        return windows.view(-1, window_len, tokens.shape[-1])
+
+    def from_windows(self, windows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(B * nW, N, C) windows -> the stored tokens, shaped ``like`` (padding dropped)."""
+        if self.gather is None:
+            return windows
+        tokens = regroup(windows.reshape(-1, windows.shape[-1]), self.scatter, self.gather, None, self.padding)
+        return tokens.view(like.shape)
+
+
+class WindowLayout(NamedTuple):
+    """How a stage holds its tokens in this forward, and how its blocks see them as windows.
+
+    A map that fills whole windows is stored in regular window order (B * nW, N, C): W-MSA windows are a
+    view, and the shifted windows are one gather away. A map that needs padding is stored as it is,
+    (B, H, W, C), so that the norms and the MLP never compute padded tokens; each block gathers its windows,
+    zero at padding (mmdet pads the normalised map), and gathers the attention output back.
     """
     padded_height: int
     padded_width: int
     grouping: Grouping
-    to_shifted: Optional[torch.Tensor]  # B * Tp: token of the shifted order, by position in the regular order
-    to_regular: Optional[torch.Tensor]  # B * Tp: the inverse
-    shift_mask: Optional[torch.Tensor]  # nW, N, N
-    padding: Optional[torch.Tensor]  # B * nW, N, 1: padded tokens, regular order; None without padding
-    padding_shifted: Optional[torch.Tensor]  # B * nW, N, 1: the same in the shifted order
+    window_storage: bool
+    regular: WindowView
+    shifted: Optional[WindowView]  # None for a stage of one block
 
 
 def _wrap(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -98,41 +125,63 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
     grouping = Grouping(window, window)
     window_len = grouping.group_len
     windows_per_row = padded_width // window
+    tokens_per_image = padded_height * padded_width
     # Map coordinates of the window-order positions, as broadcastable (nWh, nWw, ws, ws) tensors: every
     # quantity below is one broadcast expression, flattened only once computed.
     inner = torch.arange(window, device=device)
     row = torch.arange(padded_height // window, device=device).view(-1, 1, 1, 1) * window + inner.view(-1, 1)
     col = torch.arange(windows_per_row, device=device).view(-1, 1, 1) * window + inner
 
-    def position_of(row, col):  # window-order position of the token at (row, col)
+    def position_of(row, col):  # window-order position of the token at (row, col) of the padded map
         return ((row // window) * windows_per_row + col // window) * window_len + (row % window) * window + col % window
 
-    def is_padding(row, col):  # B * nW, N, 1
-        return ((row >= height) | (col >= width)).reshape(-1, window_len, 1).repeat(batch, 1, 1)
+    def for_each_image(index, stride):  # -> B * numel: the index for every image of the batch, image after image
+        index = index.flatten()
+        return (torch.arange(batch, device=device).unsqueeze(1) * stride + index).flatten()
 
-    def for_each_image(order):  # nWh, nWw, ws, ws -> B * Tp: the token order of the batch, image after image
-        order = order.flatten()
-        return (torch.arange(batch, device=device).unsqueeze(1) * order.shape[0] + order).flatten()
-
-    pads = not (known_equal(padded_height, height) and known_equal(padded_width, width))
-    padding = is_padding(row, col) if pads else None
-    if not shift:
-        return WindowLayout(padded_height, padded_width, grouping, None, None, None, padding, None)
     # Shifted windows cut the map rolled by (-shift, -shift): position (row, col) holds the token of
     # (row + shift, col + shift), and that token's own (row, col) moves to (row - shift, col - shift).
-    source_row, source_col = _wrap(row + shift, padded_height), _wrap(col + shift, padded_width)
-    to_shifted = for_each_image(position_of(source_row, source_col))
-    to_regular = for_each_image(position_of(_wrap(row - shift, padded_height), _wrap(col - shift, padded_width)))
-    # SW-MSA mask as mmdet builds it: regions of the rolled map split at -window and -shift from the end
-    # of each side; tokens of one window from different regions do not attend to each other.
+    def source_of(row, col):
+        return (_wrap(row + shift, padded_height), _wrap(col + shift, padded_width)) if shift else (row, col)
+
+    def moved(row, col):
+        return (_wrap(row - shift, padded_height), _wrap(col - shift, padded_width)) if shift else (row, col)
+
+    pads = not (known_equal(padded_height, height) and known_equal(padded_width, width))
+    shift_mask = _shift_mask(row, col, padded_height, padded_width, window, shift, dtype) if shift else None
+    if not pads:
+        regular = WindowView(None, None, None, None)
+        shifted = None
+        if shift:
+            gather = for_each_image(position_of(*source_of(row, col)), tokens_per_image)
+            scatter = for_each_image(position_of(*moved(row, col)), tokens_per_image)
+            shifted = WindowView(gather, scatter, None, shift_mask)
+        return WindowLayout(padded_height, padded_width, grouping, True, regular, shifted)
+
+    real_row = torch.arange(height, device=device).view(-1, 1)
+    real_col = torch.arange(width, device=device)
+
+    def view_of(shifted_view: bool) -> WindowView:
+        source_row, source_col = source_of(row, col) if shifted_view else (row, col)
+        is_pad = (source_row >= height) | (source_col >= width)
+        gather = for_each_image(torch.where(is_pad, 0, source_row * width + source_col), height * width)
+        padding = is_pad.reshape(-1, window_len, 1).repeat(batch, 1, 1)
+        moved_row, moved_col = moved(real_row, real_col) if shifted_view else (real_row, real_col)
+        scatter = for_each_image(position_of(moved_row, moved_col), tokens_per_image)
+        return WindowView(gather, scatter, padding, shift_mask if shifted_view else None)
+
+    return WindowLayout(padded_height, padded_width, grouping, False, view_of(False),
+                        view_of(True) if shift else None)
+
+
+def _shift_mask(row, col, padded_height, padded_width, window, shift, dtype) -> torch.Tensor:
+    """SW-MSA mask as mmdet builds it: regions of the rolled map split at -window and -shift from the end
+    of each side; tokens of one window from different regions do not attend to each other. (nW, N, N)."""
     region = ((row >= padded_height - window).long() + (row >= padded_height - shift).long()) * 3 \
         + (col >= padded_width - window).long() + (col >= padded_width - shift).long()
-    region = region.reshape(-1, window_len)
+    region = region.reshape(-1, window * window)
     different = region.unsqueeze(1) != region.unsqueeze(2)  # nW, N, N
-    shift_mask = torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, -100.0)
-    padding_shifted = is_padding(source_row, source_col) if pads else None
-    return WindowLayout(padded_height, padded_width, grouping, to_shifted, to_regular, shift_mask, padding,
-                        padding_shifted)
+    return torch.zeros(different.shape, device=row.device, dtype=dtype).masked_fill_(different, -100.0)
 
 
 class WindowAttention(MultiHeadGroupAttention):
@@ -147,41 +196,43 @@ class WindowAttention(MultiHeadGroupAttention):
     def position_bias(self) -> torch.Tensor:
         return pair_bias(self.relative_position_bias_table, self.relative_position_index, self.window_size ** 2)
 
-    def forward(self, windows: torch.Tensor, shift_mask: Optional[torch.Tensor],
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """windows: (B * nW, ws * ws, C) -> same shape, plus ``residual`` when given."""
-        return self.attend(windows, self.position_bias(), shift_mask, residual)
+    def forward(self, windows: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """windows: (B * nW, ws * ws, C) -> the heads' outputs before the output projection, same shape
+        (the projection acts on each token alone: :meth:`project` it where the tokens are stored)."""
+        return self.attend_groups(windows, self.position_bias(), shift_mask)
 
 
 class SwinBlock(nn.Module):
-    """``x + DropPath(W-MSA(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))`` on windows of tokens, (B * nW, N, C).
+    """``x + DropPath(W-MSA(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))`` on the tokens as the stage stores them
+    (see :class:`WindowLayout`); the attention sees them as windows.
 
     Padded tokens enter attention as zeros, as in mmdet, which pads the normalised map; they are not masked.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
                  qkv_bias: bool, qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
-                 act_cfg: dict, norm_cfg: dict, with_cp: bool, fast: bool):
+                 act_cfg: dict, norm_cfg: dict, with_cp: bool, fast: bool, save_memory: bool = False,
+                 kernels: Optional[dict] = None):
         super().__init__()
         self.shifted = shifted
         self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                    attn_drop=attn_drop, proj_drop=drop, fast=fast)
+                                    attn_drop=attn_drop, proj_drop=drop, fast=fast, save_memory=save_memory,
+                                    kernels=kernels)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast, save_memory=save_memory,
+                       kernels=kernels)
 
     def _forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        padding = layout.padding_shifted if self.shifted else layout.padding
-        shift_mask = layout.shift_mask if self.shifted else None
-        attn_in = self.norm1(x)
-        if padding is not None:
-            attn_in.masked_fill_(padding, 0.0)
+        view = layout.shifted if self.shifted else layout.regular
+        windows = view.to_windows(self.norm1(x), layout.grouping.group_len)
+        heads = view.from_windows(self.attn(windows, view.mask), like=x)
         if self.drop_path.active:
-            x = x + self.drop_path(self.attn(attn_in, shift_mask))
+            x = x + self.drop_path(self.attn.project(heads))
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = self.attn(attn_in, shift_mask, residual=x)
+        x = self.attn.project(heads, residual=x)
         return self.mlp(self.norm2(x), residual=x)
 
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
@@ -212,28 +263,12 @@ class SwinStage(nn.Module):
         batch, height, width, _ = x.shape
         layout = window_layout(batch, height, width, self.window_size,
                                self.shift_size if len(self.blocks) > 1 else 0, x.device, x.dtype)
-        windows = group_tokens(pad_to_multiple(x, self.window_size, self.window_size), layout.grouping)  # B*nW, N, C
-        shifted = False
+        x = group_tokens(x, layout.grouping) if layout.window_storage else x.contiguous()
         for block in self.blocks:
-            if block.shifted != shifted:
-                windows = _reorder(windows, layout.to_shifted if block.shifted else layout.to_regular)
-                shifted = block.shifted
-            windows = block(windows, layout)
-        if shifted:
-            windows = _reorder(windows, layout.to_regular)
-        x = ungroup_tokens(windows, layout.grouping, layout.padded_height, layout.padded_width)[:, :height, :width]
+            x = block(x, layout)
+        if layout.window_storage:
+            x = ungroup_tokens(x, layout.grouping, layout.padded_height, layout.padded_width)
         return x, self.downsample(x) if self.downsample is not None else None
-
-
-def _reorder(windows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """(B * nW, N, C) windows -> the same tokens in another window order, one gather for the batch.
-
-    Rows of the flattened tokens keep the batch and window axes merged: torch.compile with dynamic
-    shapes then indexes them without the nested modular index expressions that splitting and
-    re-merging symbolic batch and token axes produces (which made inductor's code generation slow).
-    """
-    channels = windows.shape[-1]
-    return windows.reshape(-1, channels).index_select(0, order).view(windows.shape)
 
 
 def _to_pair(size) -> Tuple[int, int]:
@@ -283,6 +318,8 @@ class SwinTransformer(PyramidBackbone):
                  norm_cfg: dict = dict(type='LN'),
                  with_cp: bool = False,
                  impl: str = 'fast',
+                 save_memory: bool = False,
+                 kernels: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
@@ -303,6 +340,8 @@ class SwinTransformer(PyramidBackbone):
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
         self.arch = arch
         self.impl = check_impl(impl)
+        self.save_memory = bool(save_memory)
+        self.kernels = check_overrides(kernels)
         self.embed_dims = embed_dims
         self.depths = tuple(depths)
         self.num_heads = tuple(num_heads)
@@ -331,7 +370,7 @@ class SwinTransformer(PyramidBackbone):
                 drop_path=drop_path[first:first + depths[i]], downsample=i < num_stages - 1,
                 norm_cfg=norm_cfg, patch_norm=patch_norm, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                 qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp,
-                fast=impl == 'fast'))
+                fast=impl == 'fast', save_memory=self.save_memory, kernels=self.kernels))
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
         self._freeze_stages()
