@@ -1,22 +1,13 @@
-"""tools/plain_crossformer.py (the authors'-style benchmark reference) computes what swin_backbones.CrossFormer
+"""swin_backbones.plain_crossformer (the authors'-style benchmark reference) computes what swin_backbones.CrossFormer
 computes: same outputs and input gradients, for both LDA types, ACL, padding, LDA padding, the small-map
 fallback and the adaptive interval."""
-import importlib.util
-import os
-
 import pytest
 import torch
 
 from swin_backbones import CrossFormer
+from swin_backbones.plain_crossformer import PlainCrossFormer
 
 from .conftest import max_abs_diff, randomize_
-
-# tools/ is not a package; load the file without putting tools/ on sys.path (its test.py would shadow stdlib test).
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools', 'plain_crossformer.py')
-_SPEC = importlib.util.spec_from_file_location('plain_crossformer', _PATH)
-plain_crossformer = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(plain_crossformer)
-PlainCrossFormer = plain_crossformer.PlainCrossFormer
 
 # fp32; relative to the largest output (or input-gradient) value, as the package's fused attention core
 # rounds differently from the plain matmul-softmax-matmul (about 1e-6 relative per forward).

@@ -200,8 +200,28 @@ def choose(decision: str, device: torch.device, dtype: torch.dtype, overrides: O
         with _lock:
             choice = _measured.get(key)
             if choice is None:
-                choice = _measure(key, decision, device, dtype, key[1])
+                choice = _measure_in_fresh_thread(key, decision, device, dtype, key[1])
     return choice
+
+
+def _measure_in_fresh_thread(*args) -> str:
+    """:func:`_measure` in a thread of its own: it starts without the caller's thread-local state (grad and
+    inference mode, autocast, saved-tensor hooks, dispatch modes), which would change what is timed (under
+    activation checkpointing, the hooks would even recompute the caller's block inside the candidates'
+    backward, and that block would wait here for this very choice)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome['choice'] = _measure(*args)
+        except BaseException as error:  # handed to the caller's thread
+            outcome['error'] = error
+    thread = threading.Thread(target=run, name='swin_backbones-kernel-choice')
+    thread.start()
+    thread.join()
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['choice']
 
 
 def _synchronize(device: torch.device) -> None:
@@ -219,7 +239,9 @@ def _time(run: Callable[[], object], device: torch.device) -> float:
 
 def _measure(key: tuple, decision: str, device: torch.device, dtype: torch.dtype, length_class: Optional[str]) -> str:
     spec = DECISIONS[decision]
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    with torch.no_grad():
         work = spec.workloads(decision, device, dtype, length_class)
         for run in work.values():  # warm-up: oneDNN primitives, allocator, caches
             run()

@@ -1,10 +1,13 @@
-"""Plain CrossFormer / CrossFormer++ backbone, written the way the authors write it: a speed-benchmark reference.
+"""Plain CrossFormer / CrossFormer++ backbone, written the way the authors write it: the speed benchmark's
+reference (:mod:`swin_backbones.benchmark`) when the authors' own code is not at hand.
 
 :class:`PlainCrossFormer` computes the same function as :class:`swin_backbones.CrossFormer` (both LDA
 types, ACL, per-stage group sizes and intervals, adaptive interval, the any-size extensions and the
 per-forward small-map fallback) and loads its state dict by key, strictly. It is written in the style of
-the authors' detection/segmentation backbone code (cheerss/CrossFormer), because that is what the
-optimised model is benchmarked against:
+the authors' detection/segmentation backbone code (cheerss/CrossFormer, ``crossformer`` branch,
+``models/crossformer_backbone.py``), because that is what the optimised model is benchmarked against; with
+the same weights it gives that code's outputs (checked by hand at 800x1344 and 512x512 for CrossFormer-S, see
+the README's speed section):
 
 * tokens travel between blocks as (B, L, C) sequences; every block reshapes them to (B, H, W, C), pads
   with F.pad, groups with reshape/permute/contiguous, attends, ungroups and crops back;

@@ -1,0 +1,326 @@
+"""Speed and memory of this package's backbones against a reference with identical weights, in one run.
+
+    swin-backbones-benchmark --model swin --grid
+    swin-backbones-benchmark --model crossformer --grid --crossformer-reference CrossFormer/models/crossformer_backbone.py
+    python tools/benchmark.py --model swin --sizes 800x1333 --batch 2 --mode train
+
+References: mmdet 3.3.0's SwinTransformer for Swin. For CrossFormer, the authors' own backbone
+(cheerss/CrossFormer, ``crossformer`` branch, ``models/crossformer_backbone.py``) when ``--crossformer-reference``
+gives its path (it is loaded at run time, with stand-ins for its timm/mmcv 1.x/mmdet 2.x imports; it
+takes sides that are multiples of 32 and the paper's LDA only), else :mod:`swin_backbones.plain_crossformer`,
+the same function written the way the authors write it.
+
+For each size, batch and mode it checks that the outputs agree (stops beyond 1e-4 in fp32), then times
+ours and the reference in alternation, --runs times each after --warmup, and prints the fastest run of
+each (so a burst of load elsewhere shifts both or neither), the ratio reference / ours (above 1: ours is
+faster), achieved GFLOP/s (the reference's forward FLOPs, tripled for forward+backward, over the time)
+and the memory of a training step: on a CPU the activations kept for backward (distinct storages that
+autograd saved, parameters excluded), on a GPU the peak allocation of the step. ``--compare-plain`` adds
+our ``impl='plain'`` to the alternation. The closing lines give the minimum ratio, the CPU, its vector
+extensions, the threads, the load average, and the kernels the fast path chose (:mod:`.models.kernels`).
+"""
+import argparse
+import os
+import re
+import sys
+import time
+import types
+from contextlib import contextmanager
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models import CrossFormer, SwinTransformer
+from .models import kernels
+from .models.layers import DropPath
+from .plain_crossformer import PlainCrossFormer
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# The --grid sizes: the authors' CrossFormer code takes multiples of 32 only, so its detection size is 800x1344.
+GRID_SIZES = {'swin': ('512x512', '800x1333'), 'crossformer': ('512x512', '800x1344')}
+GRID_BATCHES = (1, 2)
+MODES = ('forward', 'train')
+FP32_TOLERANCE = 1e-4
+
+
+def paired_swin(arch: str, impl: str, save_memory: bool = False, reference_path: Optional[str] = None):
+    from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
+    from mmdet.models.backbones.swin import swin_converter
+    ours = SwinTransformer(arch=arch, drop_path_rate=0.0, impl=impl, save_memory=save_memory)
+    ours.init_weights()
+    reference = MMDetSwin(embed_dims=ours.embed_dims, depths=ours.depths, num_heads=ours.num_heads,
+                          drop_path_rate=0.0)
+    missing, unexpected = reference.load_state_dict(
+        {k[len('backbone.'):]: v for k, v in swin_converter(ours.state_dict()).items()}, strict=False)
+    # mmdet rebuilds its relative position index buffers itself; every parameter must have been loaded.
+    if unexpected or not all(key.endswith('relative_position_index') for key in missing):
+        raise RuntimeError(f'mmdet Swin did not take our weights: missing {missing}, unexpected {unexpected}')
+    return ours, reference, 'mmdet 3.3.0'
+
+
+def paired_crossformer(arch: str, impl: str, save_memory: bool = False, reference_path: Optional[str] = None):
+    ours = CrossFormer(arch=arch, drop_path_rate=0.0, impl=impl, save_memory=save_memory)
+    ours.init_weights()
+    if reference_path is None:
+        return ours, PlainCrossFormer.from_model(ours), "plain_crossformer (authors' style)"
+    return ours, authors_crossformer(reference_path, ours), f'the authors\' code ({reference_path})'
+
+
+PAIRS = {'swin': (paired_swin, ['tiny', 'small', 'base', 'large']),
+         'crossformer': (paired_crossformer, ['tiny', 'small', 'base', 'large', 'pp-small', 'pp-base', 'pp-large'])}
+
+# Imports of the authors' CrossFormer backbone that today's timm / mmcv 2 / mmdet 3 no longer provide.
+_AUTHORS_IMPORTS = re.compile(r'^from (timm\.models\.layers|mmdet\.utils|mmcv\.runner) import .*$', re.MULTILINE)
+
+
+def _load_checkpoint_unused(*args, **kwargs):
+    raise RuntimeError('the benchmark loads weights by state dict')
+
+
+def load_authors_module(path: str) -> types.ModuleType:
+    """The authors' ``models/crossformer_backbone.py`` as a module, with stand-ins for the helpers it imports
+    from timm (DropPath, to_2tuple, trunc_normal_), mmdet 2.x and mmcv 1.x (unused by the benchmark)."""
+    with open(path) as f:
+        source = f.read()
+    if 'class CrossFormer(' not in source or 'class DynamicPosBias(' not in source:
+        raise ValueError(f'{path} does not look like the authors\' CrossFormer backbone (no CrossFormer and '
+                         'DynamicPosBias classes)')
+    module = types.ModuleType('authors_crossformer_backbone')
+    module.__file__ = path
+    module.__dict__.update(DropPath=DropPath, trunc_normal_=nn.init.trunc_normal_,
+                           to_2tuple=lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x),
+                           get_root_logger=lambda *args, **kwargs: None, load_checkpoint=_load_checkpoint_unused)
+    exec(compile(_AUTHORS_IMPORTS.sub('', source), path, 'exec'), module.__dict__)
+    return module
+
+
+def authors_crossformer(path: str, ours: CrossFormer) -> nn.Module:
+    """The authors' CrossFormer backbone with ``ours``'s structure and weights (strict load)."""
+    if ours.lda_type != 'paper' or ours.use_acl or ours.out_indices != (0, 1, 2, 3):
+        raise ValueError("the authors' CrossFormer backbone has the paper's LDA, no ACL and outputs every stage")
+    module = load_authors_module(path)
+    reference = module.CrossFormer(
+        patch_size=[4, 8, 16, 32], embed_dim=ours.embed_dims, depths=list(ours.depths),
+        num_heads=list(ours.num_heads), group_size=list(ours.group_size), crs_interval=list(ours.crs_interval),
+        merge_size=[[2, 4]] * (len(ours.depths) - 1), drop_path_rate=0.0)
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    return reference
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def precision(device, dtype):
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        yield
+
+
+def step(model, x, mode, device, dtype):
+    if mode == 'forward':
+        with torch.inference_mode(), precision(device, dtype):
+            return model(x)
+    model.zero_grad(set_to_none=True)
+    with precision(device, dtype):
+        outs = model(x.requires_grad_(False))
+        loss = sum(out.float().mean() for out in outs)
+    loss.backward()
+    return outs
+
+
+def time_steps(models: Dict[str, nn.Module], x, mode, device, dtype, warmup: int, runs: int) -> Dict[str, float]:
+    """The fastest of ``runs`` steps of each model, the models taking turns (after ``warmup`` steps each)."""
+    for _ in range(warmup):
+        for model in models.values():
+            step(model, x, mode, device, dtype)
+    best = {name: float('inf') for name in models}
+    for _ in range(runs):
+        for name, model in models.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step(model, x, mode, device, dtype)
+            synchronize(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def peak_memory(model, x, mode, device, dtype):
+    """Bytes: CUDA peak allocation on a GPU; on a CPU the activations kept for backward (train) or 0."""
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step(model, x, mode, device, dtype)
+        return torch.cuda.max_memory_allocated(device) - base
+    if mode == 'forward':
+        return 0
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), precision(device, dtype):
+        model(x)
+    return sum(saved.values())
+
+
+def forward_flops(model, x):
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops()
+
+
+def cpu_description() -> str:
+    """The CPU model, its vector extensions (AVX2 / AVX-512 / AMX) and the kernels ATen dispatches to."""
+    model, flags = 'unknown CPU', set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name':
+                    model = value.strip()
+                elif key.strip() == 'flags':
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    extensions = [name for name, flag in (('AVX2', 'avx2'), ('FMA', 'fma'), ('AVX-512', 'avx512f'),
+                                          ('AVX512-BF16', 'avx512_bf16'), ('AMX', 'amx_tile')) if flag in flags]
+    return (f'{model}, {os.cpu_count()} CPUs, flags {"/".join(extensions) or "none of AVX2/AVX-512/AMX"}, '
+            f'ATen CPU capability {torch.backends.cpu.get_cpu_capability()}')
+
+
+def _load() -> str:
+    try:
+        return '/'.join(f'{value:.2f}' for value in os.getloadavg())
+    except OSError:
+        return 'unknown'
+
+
+def _kernel_choices() -> str:
+    choices = sorted({(key[0], key[1] or '', choice) for key, (choice, _) in kernels.measured_choices().items()})
+    overrides = os.environ.get(kernels.ENV_VARIABLE)
+    text = ', '.join(f'{name}{f"[{length}]" if length else ""}={choice}' for name, length, choice in choices)
+    return (text or 'none measured') + (f' ({kernels.ENV_VARIABLE}={overrides})' if overrides else '')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default='swin', choices=sorted(PAIRS))
+    parser.add_argument('--arch', help='default: tiny for Swin, small for CrossFormer')
+    parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
+    parser.add_argument('--save-memory', action='store_true', help="our backbone's save_memory option")
+    parser.add_argument('--grid', action='store_true',
+                        help=f'sizes {GRID_SIZES}, batch {GRID_BATCHES}, modes {MODES} (overrides --sizes, '
+                             '--batch and --mode)')
+    parser.add_argument('--sizes', nargs='+', help='HxW; default: the --grid sizes of the model')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--mode', nargs='+', default=list(MODES), choices=MODES)
+    parser.add_argument('--compare-plain', action='store_true',
+                        help="also time our impl='plain' (same weights) and give the ratio plain / ours")
+    parser.add_argument('--crossformer-reference', metavar='PATH',
+                        help="the authors' models/crossformer_backbone.py (cheerss/CrossFormer, crossformer "
+                             'branch) as the CrossFormer reference, instead of swin_backbones.plain_crossformer')
+    parser.add_argument('--dtype', default='fp32', choices=sorted(DTYPES))
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--runs', type=int, default=3, help='timed steps of each model (the fastest is shown)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile both models first (the warm-up runs include compilation)')
+    args = parser.parse_args(argv)
+    if args.crossformer_reference and args.model != 'crossformer':
+        parser.error('--crossformer-reference is for --model crossformer')
+    arch = args.arch or ('tiny' if args.model == 'swin' else 'small')
+    if arch not in PAIRS[args.model][1]:
+        parser.error(f'--arch for {args.model} must be one of {PAIRS[args.model][1]}, got {arch!r}')
+    args.arch = arch
+    for size in args.sizes or ():
+        if not re.fullmatch(r'\d+x\d+', size):
+            parser.error(f'--sizes takes HxW, e.g. 800x1333; got {size!r}')
+    return args
+
+
+def run(args) -> List[float]:
+    """Prints the table and the closing lines; returns the ratios reference / ours."""
+    torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    sizes = GRID_SIZES[args.model] if args.grid or not args.sizes else args.sizes
+    batches = GRID_BATCHES if args.grid else (args.batch,)
+    modes = MODES if args.grid else tuple(args.mode)
+    build = PAIRS[args.model][0]
+    load_before = _load()
+    torch.manual_seed(0)
+    ours, reference, reference_name = build(args.arch, args.impl, args.save_memory, args.crossformer_reference)
+    models = {'ours': ours, 'reference': reference}
+    if args.compare_plain:
+        plain = type(ours)(arch=args.arch, drop_path_rate=0.0, impl='plain')
+        plain.load_state_dict(ours.state_dict())
+        models['plain'] = plain
+    for name, model in models.items():
+        model.to(device)
+        model.eval()  # mmdet's train() returns None, so no chaining
+    flop_model = reference
+    if args.compile:
+        models = {name: torch.compile(model) for name, model in models.items()}
+    options = f'impl={args.impl}' + (', save_memory' if args.save_memory else '')
+    print(f'{args.model} {args.arch} ({options}) vs {reference_name}, {args.dtype}, {device}, {args.threads} threads, '
+          f'fastest of {args.runs} alternating runs, torch {torch.__version__}'
+          + (', both torch.compile-d' if args.compile else ''))
+    plain_header = f' {"plain s":>8} {"ratio":>6} |' if args.compare_plain else ''
+    print(f'{"size":>10} {"batch":>5} {"mode":>8} | {"ours s":>8} {"ref s":>8} {"ratio":>6} |{plain_header} '
+          f'{"GFLOP/s ours":>12} {"ref":>7} | {"mem ours MB":>11} {"ref":>7} {"ratio":>6} | max |diff|')
+    ratios, plain_ratios = [], []
+    for size in sizes:
+        height, width = (int(v) for v in size.split('x'))
+        for batch in batches:
+            x = torch.randn(batch, 3, height, width, device=device)
+            with torch.inference_mode(), precision(device, dtype):
+                outputs = {name: model(x) for name, model in models.items()}
+            difference = max(max((a.float() - b.float()).abs().max().item() for a, b in zip(outputs['ours'], outs))
+                             for name, outs in outputs.items() if name != 'ours')
+            del outputs
+            if dtype == torch.float32 and difference > FP32_TOLERANCE:
+                raise SystemExit(f'{size}: outputs differ by {difference:.1e} (> {FP32_TOLERANCE} in fp32)')
+            flops = forward_flops(flop_model, x)
+            for mode in modes:
+                work = flops * (3 if mode == 'train' else 1)
+                times = time_steps(models, x, mode, device, dtype, args.warmup, args.runs)
+                memory = {name: peak_memory(models[name], x, mode, device, dtype) / 2 ** 20
+                          for name in ('ours', 'reference')}
+                ratio = times['reference'] / times['ours']
+                ratios.append(ratio)
+                memory_ratio = f'{memory["ours"] / memory["reference"]:6.2f}' if memory['reference'] else f'{"-":>6}'
+                plain_cells = ''
+                if args.compare_plain:
+                    plain_ratios.append(times['plain'] / times['ours'])
+                    plain_cells = f' {times["plain"]:8.3f} {plain_ratios[-1]:6.2f} |'
+                print(f'{size:>10} {batch:>5} {mode:>8} | {times["ours"]:8.3f} {times["reference"]:8.3f} {ratio:6.2f} |'
+                      f'{plain_cells} {work / times["ours"] / 1e9:12.1f} {work / times["reference"] / 1e9:7.1f} | '
+                      f'{memory["ours"]:11.0f} {memory["reference"]:7.0f} {memory_ratio} | {difference:.1e}',
+                      flush=True)
+    print(f'minimum ratio reference / ours: {min(ratios):.2f}'
+          + (f'; plain / ours: {min(plain_ratios):.2f}' if plain_ratios else ''))
+    if device.type == 'cpu':
+        print(f'CPU: {cpu_description()}')
+    elif device.type == 'cuda':
+        print(f'GPU: {torch.cuda.get_device_name(device)}')
+    print(f'threads {torch.get_num_threads()}, torch {torch.__version__}, load average (1/5/15 min) '
+          f'{load_before} before, {_load()} after')
+    print(f'kernels chosen: {_kernel_choices()}')
+    return ratios
+
+
+def main(argv=None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
