@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from swin_backbones import CrossFormer, SwinTransformer
 from swin_backbones.benchmark import peak_memory
 from swin_backbones.models import attention, kernels
-from swin_backbones.models.layers import Mlp, fast_linear_applies, fused_linear, pair_bias, regroup
+from swin_backbones.models.layers import (Mlp, fast_conv, fast_linear_applies, fused_linear, pair_bias, regroup,
+                                          space_to_depth_applies)
 
 from .conftest import assert_close, randomize_
 
@@ -18,8 +19,10 @@ onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='to
 LINEAR_KERNELS = [pytest.param('aten'), pytest.param('onednn', marks=onednn)]
 # Each kernel set selects one candidate of every decision; together they cover every candidate.
 KERNEL_SETS = {
-    'first': dict(linear='aten', weight_grad='input_t_grad', attention='sdpa', attention_backward='store'),
-    'second': dict(linear='onednn', weight_grad='grad_t_input', attention='matmul', attention_backward='recompute'),
+    'first': dict(linear='aten', weight_grad='input_t_grad', attention='sdpa', attention_backward='store',
+                  strided_conv='direct'),
+    'second': dict(linear='onednn', weight_grad='grad_t_input', attention='matmul', attention_backward='recompute',
+                   strided_conv='space_to_depth'),
 }
 KERNEL_SET_PARAMS = [pytest.param('first'), pytest.param('second', marks=onednn)]
 
@@ -206,6 +209,39 @@ def test_mlp_keeps_the_hidden_activation_once_when_saving_memory(save_memory, co
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         mlp(x)
     assert len(set(hidden_sized)) == copies
+
+
+# (in, out, kernel, stride, padding, H, W): CrossFormer's embedding and merging convs and Swin's patch
+# embedding, at sides where the padded input is not a multiple of the stride (the extra output is cropped).
+CONVS = [(3, 5, 32, 4, 14, 37, 50), (3, 6, 8, 4, 2, 33, 31), (3, 7, 4, 4, 0, 12, 16), (4, 3, 4, 2, 1, 9, 10),
+         (4, 3, 2, 2, 0, 10, 8)]
+
+
+@pytest.mark.parametrize('in_channels, out_channels, kernel, stride, padding, height, width', CONVS)
+@pytest.mark.parametrize('strided_conv', ['direct', 'space_to_depth'])
+def test_strided_conv_kernels_match_plain(strided_conv, in_channels, out_channels, kernel, stride, padding, height,
+                                          width):
+    conv = randomize_(nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding))
+    assert space_to_depth_applies(conv)
+    x = torch.randn(2, in_channels, height, width, generator=torch.Generator().manual_seed(0))
+
+    def run(fn):
+        conv.zero_grad()
+        out, grads = gradients(fn, [x])
+        return out, grads + [conv.weight.grad.clone(), conv.bias.grad.clone()]
+    fast = run(lambda x: fast_conv(x, conv, dict(strided_conv=strided_conv)))
+    plain = run(conv)
+    assert_close(fast[0], plain[0], rel=REL)
+    assert_close(fast[1], plain[1], rel=REL)
+
+
+def test_space_to_depth_only_where_it_applies():
+    assert not space_to_depth_applies(nn.Conv2d(3, 4, 3, stride=2, padding=1))  # kernel not a multiple
+    assert not space_to_depth_applies(nn.Conv2d(4, 4, 4, stride=2, groups=2))
+    assert not space_to_depth_applies(nn.Conv2d(3, 4, 4, stride=2, padding=(1, 0)))
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    x = torch.randn(1, 3, 9, 9)
+    assert torch.equal(fast_conv(x, conv, dict(strided_conv='space_to_depth')), conv(x))
 
 
 def test_regroup_gradient_matches_index_select():

@@ -31,7 +31,7 @@ def test_argument_overrides_environment_overrides_measurement(fresh, monkeypatch
     monkeypatch.setenv(kernels.ENV_VARIABLE, ' weight_grad = grad_t_input , linear=onednn')
     assert kernels.choose('weight_grad', CPU, torch.float32) == 'grad_t_input'
     assert kernels.choose('weight_grad', CPU, torch.float32, dict(weight_grad='input_t_grad')) == 'input_t_grad'
-    assert kernels.choose('attention', CPU, torch.float32, dict(linear='aten'), length=49) == 'sdpa'  # measured
+    assert kernels.choose('attention', CPU, torch.float32, dict(linear='aten'), shape=49) == 'sdpa'  # measured
     assert len(fresh) == 1
 
 
@@ -51,10 +51,10 @@ def test_measured_once_per_device_key(fresh):
     try:
         for _ in range(2):
             kernels.choose('linear', CPU, torch.float32)
-            kernels.choose('attention', CPU, torch.float32, length=49)
-            kernels.choose('attention', CPU, torch.float32, length=64)  # same length class
+            kernels.choose('attention', CPU, torch.float32, shape=49)
+            kernels.choose('attention', CPU, torch.float32, shape=64)  # same length class
         assert len(fresh) == 2
-        kernels.choose('attention', CPU, torch.float32, length=1000)  # long groups are decided apart
+        kernels.choose('attention', CPU, torch.float32, shape=1000)  # long groups are decided apart
         kernels.choose('linear', CPU, torch.bfloat16)
         torch.set_num_threads(1 if threads > 1 else 2)
         kernels.choose('linear', CPU, torch.float32)
@@ -85,7 +85,7 @@ def test_the_default_stays_unless_another_is_clearly_faster(monkeypatch, seconds
     decision = kernels.DECISIONS['attention_backward']
     monkeypatch.setitem(kernels.DECISIONS, 'attention_backward', decision._replace(
         workloads=lambda *args: {name: (lambda s=s: s) for name, s in seconds.items()}))
-    assert kernels.choose('attention_backward', CPU, torch.float32, length=49) == expected
+    assert kernels.choose('attention_backward', CPU, torch.float32, shape=49) == expected
     (choice, timings), = kernels.measured_choices().values()
     assert choice == expected and timings == seconds
 
@@ -95,7 +95,7 @@ def test_real_measurement_times_every_candidate(monkeypatch):
     monkeypatch.setattr(kernels, '_timings', {})
     monkeypatch.delenv(kernels.ENV_VARIABLE, raising=False)
     for decision, length in (('linear', None), ('weight_grad', None), ('attention', 49), ('attention_backward', 49)):
-        choice = kernels.choose(decision, CPU, torch.float32, length=length)
+        choice = kernels.choose(decision, CPU, torch.float32, shape=length)
         key = (decision, 'short' if length else None) + kernels.device_key(CPU, torch.float32)
         measured_choice, timings = kernels.measured_choices()[key]
         assert choice == measured_choice

@@ -53,9 +53,9 @@ def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.
     with torch.autocast(qkv.device.type, enabled=False):
         if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad):
             kernel = 'recompute' if save_memory else choose('attention_backward', qkv.device, qkv.dtype, kernels,
-                                                            length)
+                                                            shape=length)
             return attention_training(qkv, bias, mask, scale, kernel)
-        return attention_forward(qkv, bias, mask, scale, choose('attention', qkv.device, qkv.dtype, kernels, length))
+        return attention_forward(qkv, bias, mask, scale, choose('attention', qkv.device, qkv.dtype, kernels, shape=length))
 
 
 def attention_forward(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:

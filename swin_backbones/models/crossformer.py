@@ -17,7 +17,7 @@ import torch.utils.checkpoint as checkpoint
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .kernels import check_overrides
-from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div, check_impl,
+from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div, check_impl, fast_conv,
                      group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask, pair_bias,
                      round_up, ungroup_tokens)
 
@@ -94,8 +94,10 @@ class CrossScaleEmbedding(nn.Module):
     """(B, in, H, W) -> (B, ceil(H/4), ceil(W/4), C): four convs of kernel 4, 8, 16, 32 (stride 4, centred)
     with C/2, C/4, C/8, C/8 channels, concatenated, LayerNorm."""
 
-    def __init__(self, in_channels: int, dim: int, norm_cfg: dict):
+    def __init__(self, in_channels: int, dim: int, norm_cfg: dict, fast: bool = False, kernels: Optional[dict] = None):
         super().__init__()
+        self.fast = fast
+        self.kernels = check_overrides(kernels)
         dims = [dim // 2 ** (i + 1) for i in range(len(EMBED_KERNELS) - 1)]
         dims.append(dim - sum(dims))
         self.projs = nn.ModuleList([
@@ -107,7 +109,7 @@ class CrossScaleEmbedding(nn.Module):
         # The authors' convs give floor(H/4); zeros to a multiple of 4 give ceil(H/4), and the extra zeros
         # continue the convs' own zero padding, so multiples of 4 are unchanged.
         x = pad_image_to_multiple(x, 4)
-        x = torch.cat([proj(x) for proj in self.projs], dim=1)
+        x = torch.cat([fast_conv(x, proj, self.kernels) if self.fast else proj(x) for proj in self.projs], dim=1)
         return self.norm(x.permute(0, 2, 3, 1))
 
 
@@ -115,8 +117,10 @@ class CrossScaleMerging(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): LayerNorm, then Conv2d(C, C, 2, s2) and
     Conv2d(C, C, 4, s2, p1) concatenated."""
 
-    def __init__(self, dim: int, norm_cfg: dict):
+    def __init__(self, dim: int, norm_cfg: dict, fast: bool = False, kernels: Optional[dict] = None):
         super().__init__()
+        self.fast = fast
+        self.kernels = check_overrides(kernels)
         self.norm = build_norm(norm_cfg, dim)
         self.reductions = nn.ModuleList([nn.Conv2d(dim, dim, kernel_size=2, stride=2),
                                          nn.Conv2d(dim, dim, kernel_size=4, stride=2, padding=1)])
@@ -125,7 +129,8 @@ class CrossScaleMerging(nn.Module):
         # Odd sides are padded after the norm, with zeros, so padded positions look like the convs' own
         # zero padding; this gives ceil(H/2) where the authors' code requires even sides.
         x = pad_to_multiple(self.norm(x), 2, 2).permute(0, 3, 1, 2)
-        return torch.cat([reduction(x) for reduction in self.reductions], dim=1).permute(0, 2, 3, 1)
+        outs = [fast_conv(x, reduction, self.kernels) if self.fast else reduction(x) for reduction in self.reductions]
+        return torch.cat(outs, dim=1).permute(0, 2, 3, 1)
 
 
 class DynamicPosBias(nn.Module):
@@ -226,7 +231,8 @@ class CrossFormerStage(nn.Module):
             CrossFormerBlock(dim, num_heads, long_distance=j % 2 == 1, drop_path=drop_path[j], norm_cfg=norm_cfg,
                              use_acl=use_acl and (j + 1) % 3 == 0 and j < depth - 1, **block_kwargs)
             for j in range(depth)])
-        self.downsample = CrossScaleMerging(dim, norm_cfg) if downsample else None
+        self.downsample = (CrossScaleMerging(dim, norm_cfg, fast=block_kwargs['fast'], kernels=block_kwargs['kernels'])
+                           if downsample else None)
 
     def layouts(self, height: int, width: int, device, dtype) -> Tuple[GroupLayout, GroupLayout]:
         """The (SDA, LDA) layouts for a height x width map in this forward; nothing is stored, so a small
@@ -352,7 +358,8 @@ class CrossFormer(PyramidBackbone):
             if dim % heads:
                 raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
 
-        self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg)
+        self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg, fast=impl == 'fast',
+                                               kernels=self.kernels)
         self.drop_after_pos = nn.Dropout(drop_rate)
         drop_path = torch.linspace(0, settings['drop_path_rate'], sum(depths), device='cpu').tolist()
         self.layers = nn.ModuleList()

@@ -2,7 +2,8 @@
 
 The fast paths have alternatives whose speed depends on the machine: a oneDNN matmul with its epilogue
 is faster than MKL's on some CPUs and slower on others, a fused attention kernel beats three plain
-operations for long groups but not always for 49-token windows. Rather than fixing one choice, each
+operations for long groups but not always for 49-token windows, and oneDNN's direct convolution takes
+seconds for CrossFormer's 32x32 embedding kernel on some AVX2 CPUs. Rather than fixing one choice, each
 decision below is made by a short micro-benchmark of its candidates the first time it is needed, for
 the device type, the CPU's vector capability (``torch.backends.cpu.get_cpu_capability()``), the
 number of threads and the dtype, and cached for the process. Every candidate computes the same
@@ -15,7 +16,7 @@ Overrides, in order of precedence:
 * the environment variable ``SWIN_BACKBONES_KERNELS``, e.g. ``linear=aten,attention=sdpa``;
 * otherwise the measurement (:func:`measured_choices` lists what was decided).
 
-Decisions and candidates:
+Decisions and candidates (the first is kept unless another is measurably faster):
 
 * ``linear``: the forward matmul of the linear layers with its epilogue (bias, the residual add,
   the activation in inference): ``aten`` (``addmm``, then the epilogue in place) or ``onednn``
@@ -27,16 +28,19 @@ Decisions and candidates:
   with bias and mask as one additive mask) or ``matmul`` (matmul, softmax, matmul).
 * ``attention_backward``: how training attention gets its softmax probabilities back: ``store``
   (kept from the forward; (groups, heads, N, N) floats per layer) or ``recompute`` (rebuilt from q, k
-  and v in backward, in chunks: memory-saving, chosen here only where it is measured no slower; the
+  and v in backward, in chunks: memory-saving, chosen here only where it is measured faster; the
   backbones' ``save_memory=True`` always uses it).
+* ``strided_conv``: the patch embedding and merging convolutions (kernel a multiple of the stride):
+  ``direct`` (``F.conv2d``) or ``space_to_depth`` (stride folded into channels, then a stride-1 conv).
 
 ``attention`` and ``attention_backward`` are decided separately for short groups (up to
-:data:`SHORT_GROUP` tokens, e.g. Swin windows) and long ones (CrossFormer's long-distance groups).
+:data:`SHORT_GROUP` tokens, e.g. Swin windows) and long ones (CrossFormer's long-distance groups);
+``strided_conv`` for each convolution's channels, kernel, stride and padding, and whether it is trained.
 """
 import os
 import threading
 import time
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Hashable, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -47,8 +51,10 @@ SHORT_GROUP = 256  # tokens; groups up to this length are timed and decided as '
 class Decision(NamedTuple):
     candidates: Tuple[str, ...]  # the first is the default when the others are not measurably faster
     available: Callable[[torch.device, torch.dtype], Tuple[str, ...]]
-    workloads: Callable[[str, torch.device, torch.dtype, Optional[str]], Dict[str, Callable[[], object]]]
-    by_length: bool = False  # decided separately for short and long groups
+    # (decision, device, dtype, shape class) -> {candidate: a call that runs its representative work}
+    workloads: Callable[[str, torch.device, torch.dtype, Hashable], Dict[str, Callable[[], object]]]
+    # The part of the caller's shape the choice depends on (None: one choice for every shape).
+    shape_class: Optional[Callable[[object], Hashable]] = None
 
 
 def _all(*names):
@@ -63,25 +69,34 @@ def _linear_available(device, dtype):
     return ('aten', 'onednn') if _onednn_usable(device, dtype) else ('aten',)
 
 
+def length_class(length: int) -> str:
+    return 'short' if length <= SHORT_GROUP else 'long'
+
+
 # Layer shapes timed for the linear decisions: (tokens, in, out, epilogue): an MLP of the first stage
 # of the tiny and small models (rows of a 56 x 56 map) and a qkv projection of the second.
 _LINEAR_SHAPES = ((3136, 96, 384, 'gelu'), (3136, 384, 96, 'add'), (784, 192, 576, 'none'))
 # Attention shapes (groups, heads, N, head dim): Swin / CrossFormer short-distance windows, and a
 # CrossFormer long-distance group.
 _ATTENTION_SHAPES = {'short': ((64, 3, 49, 32), (16, 6, 49, 32)), 'long': ((1, 2, 1024, 32),)}
+# Convolutions are timed on a 32 x 32 output map.
+_CONV_OUTPUT_SIDE = 32
 
 
-def _linear_workloads(decision, device, dtype, length_class):
+def _randn(*shape, device, dtype, generator, requires_grad=False):
+    return torch.randn(*shape, device=device, dtype=dtype, generator=generator).requires_grad_(requires_grad)
+
+
+def _linear_workloads(decision, device, dtype, shape_class):
     from .layers import linear_forward, linear_weight_grad
     generator = torch.Generator(device=device).manual_seed(0)
+    tensors = dict(device=device, dtype=dtype, generator=generator)
     work = {}
     for candidate in DECISIONS[decision].available(device, dtype):
         calls = []
         for rows, fan_in, fan_out, epilogue in _LINEAR_SHAPES:
-            x = torch.randn(rows, fan_in, device=device, dtype=dtype, generator=generator)
-            weight = torch.randn(fan_out, fan_in, device=device, dtype=dtype, generator=generator)
-            bias = torch.randn(fan_out, device=device, dtype=dtype, generator=generator)
-            grad = torch.randn(rows, fan_out, device=device, dtype=dtype, generator=generator)
+            x, grad = _randn(rows, fan_in, **tensors), _randn(rows, fan_out, **tensors)
+            weight, bias = _randn(fan_out, fan_in, **tensors), _randn(fan_out, **tensors)
             if decision == 'linear':
                 residual = grad if epilogue == 'add' else None
                 activation = epilogue if epilogue == 'gelu' else 'none'
@@ -93,31 +108,45 @@ def _linear_workloads(decision, device, dtype, length_class):
     return work
 
 
-def _attention_inputs(device, dtype, length_class, generator):
-    inputs = []
-    for groups, heads, length, dim in _ATTENTION_SHAPES[length_class]:
-        qkv = torch.randn(groups, length, 3, heads, dim, device=device, dtype=dtype, generator=generator)
-        bias = torch.randn(heads, length, length, device=device, dtype=dtype, generator=generator)
-        inputs.append((qkv, bias, dim ** -0.5))
-    return inputs
-
-
-def _attention_workloads(decision, device, dtype, length_class):
+def _attention_workloads(decision, device, dtype, shape_class):
     from . import attention
     generator = torch.Generator(device=device).manual_seed(0)
-    inputs = _attention_inputs(device, dtype, length_class, generator)
+    tensors = dict(device=device, dtype=dtype, generator=generator)
+    training = decision == 'attention_backward'
+    inputs = [(_randn(groups, length, 3, heads, dim, requires_grad=training, **tensors),
+               _randn(heads, length, length, requires_grad=training, **tensors), dim ** -0.5)
+              for groups, heads, length, dim in _ATTENTION_SHAPES[shape_class]]
     work = {}
     for candidate in DECISIONS[decision].available(device, dtype):
-        if decision == 'attention':
-            def run(candidate=candidate):
-                return [attention.attention_forward(qkv, bias, None, scale, candidate) for qkv, bias, scale in inputs]
-        else:
+        if training:
             def run(candidate=candidate):
                 with torch.enable_grad():
                     for qkv, bias, scale in inputs:
-                        qkv, bias = qkv.detach().requires_grad_(True), bias.detach().requires_grad_(True)
                         out = attention.attention_training(qkv, bias, None, scale, candidate)
                         out.backward(torch.ones_like(out))
+        else:
+            def run(candidate=candidate):
+                return [attention.attention_forward(qkv, bias, None, scale, candidate) for qkv, bias, scale in inputs]
+        work[candidate] = run
+    return work
+
+
+def _conv_workloads(decision, device, dtype, shape_class):
+    from .layers import strided_conv2d
+    in_channels, out_channels, kernel, stride, padding, trained, input_grad = shape_class
+    generator = torch.Generator(device=device).manual_seed(0)
+    tensors = dict(device=device, dtype=dtype, generator=generator)
+    side = (_CONV_OUTPUT_SIDE - 1) * stride + kernel - 2 * padding
+    x = _randn(1, in_channels, side, side, requires_grad=input_grad, **tensors)
+    weight = _randn(out_channels, in_channels, kernel, kernel, requires_grad=trained, **tensors)
+    bias = _randn(out_channels, requires_grad=trained, **tensors)
+    work = {}
+    for candidate in DECISIONS[decision].available(device, dtype):
+        def run(candidate=candidate):
+            with torch.enable_grad():
+                out = strided_conv2d(x, weight, bias, stride, padding, candidate)
+                if out.requires_grad:
+                    out.backward(torch.ones_like(out))
         work[candidate] = run
     return work
 
@@ -126,9 +155,12 @@ DECISIONS: Dict[str, Decision] = {
     'linear': Decision(('aten', 'onednn'), _linear_available, _linear_workloads),
     'weight_grad': Decision(('input_t_grad', 'grad_t_input'), _all('input_t_grad', 'grad_t_input'),
                             _linear_workloads),
-    'attention': Decision(('sdpa', 'matmul'), _all('sdpa', 'matmul'), _attention_workloads, by_length=True),
+    'attention': Decision(('sdpa', 'matmul'), _all('sdpa', 'matmul'), _attention_workloads, length_class),
     'attention_backward': Decision(('store', 'recompute'), _all('store', 'recompute'), _attention_workloads,
-                                   by_length=True),
+                                   length_class),
+    # Shape: (in channels, out channels, kernel, stride, padding, trained, input needs its gradient).
+    'strided_conv': Decision(('direct', 'space_to_depth'), _all('direct', 'space_to_depth'), _conv_workloads,
+                             tuple),
 }
 
 # A candidate other than the default must be this much faster to be chosen: keeps the choice stable
@@ -155,17 +187,20 @@ def check_overrides(overrides: Optional[Mapping[str, str]], source: str = 'kerne
     return dict(overrides)
 
 
+_parsed_environment: Dict[str, Dict[str, str]] = {}
+
+
 def _environment_overrides() -> Dict[str, str]:
     text = os.environ.get(ENV_VARIABLE, '').strip()
-    if not text:
-        return {}
-    pairs = {}
-    for item in text.split(','):
-        name, sep, candidate = item.partition('=')
-        if not sep:
-            raise ValueError(f'{ENV_VARIABLE} must look like "linear=aten,attention=sdpa", got {text!r}')
-        pairs[name.strip()] = candidate.strip()
-    return check_overrides(pairs, ENV_VARIABLE)
+    if text not in _parsed_environment:
+        pairs = {}
+        for item in filter(None, text.split(',')):
+            name, sep, candidate = item.partition('=')
+            if not sep:
+                raise ValueError(f'{ENV_VARIABLE} must look like "linear=aten,attention=sdpa", got {text!r}')
+            pairs[name.strip()] = candidate.strip()
+        _parsed_environment[text] = check_overrides(pairs, ENV_VARIABLE)
+    return _parsed_environment[text]
 
 
 def device_key(device: torch.device, dtype: torch.dtype) -> tuple:
@@ -177,13 +212,10 @@ def device_key(device: torch.device, dtype: torch.dtype) -> tuple:
     return (device.type, dtype)
 
 
-def length_class(length: int) -> str:
-    return 'short' if length <= SHORT_GROUP else 'long'
-
-
 def choose(decision: str, device: torch.device, dtype: torch.dtype, overrides: Optional[Mapping[str, str]] = None,
-           length: Optional[int] = None) -> str:
-    """The kernel for ``decision`` on this device: the model's override, the environment's, or the measured one.
+           shape=None) -> str:
+    """The kernel for ``decision`` on this device: the model's override, the environment's, or the measured
+    one (for the decision's class of ``shape``: a group length, a convolution's settings).
 
     An override that is not available here (oneDNN on a GPU) falls back to the measured choice.
     """
@@ -194,13 +226,14 @@ def choose(decision: str, device: torch.device, dtype: torch.dtype, overrides: O
             return source[decision]
     if len(available) == 1:
         return available[0]
-    key = (decision, length_class(length) if spec.by_length else None) + device_key(device, dtype)
+    shape_class = spec.shape_class(shape) if spec.shape_class else None
+    key = (decision, shape_class) + device_key(device, dtype)
     choice = _measured.get(key)
     if choice is None:
         with _lock:
             choice = _measured.get(key)
             if choice is None:
-                choice = _measure_in_fresh_thread(key, decision, device, dtype, key[1])
+                choice = _measure_in_fresh_thread(key, decision, device, dtype, shape_class)
     return choice
 
 
@@ -237,12 +270,12 @@ def _time(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _measure(key: tuple, decision: str, device: torch.device, dtype: torch.dtype, length_class: Optional[str]) -> str:
+def _measure(key: tuple, decision: str, device: torch.device, dtype: torch.dtype, shape_class: Hashable) -> str:
     spec = DECISIONS[decision]
     if device.type == 'cuda':
         torch.cuda.set_device(device)
     with torch.no_grad():
-        work = spec.workloads(decision, device, dtype, length_class)
+        work = spec.workloads(decision, device, dtype, shape_class)
         for run in work.values():  # warm-up: oneDNN primitives, allocator, caches
             run()
         best = {candidate: float('inf') for candidate in work}
@@ -259,13 +292,12 @@ def _measure(key: tuple, decision: str, device: torch.device, dtype: torch.dtype
 
 
 def measured_choices() -> Dict[tuple, Tuple[str, Dict[str, float]]]:
-    """What this process measured so far: {(decision, length class, *device key): (choice, seconds by candidate)}."""
+    """What this process measured so far: {(decision, shape class, *device key): (choice, seconds by candidate)}."""
     return {key: (choice, dict(_timings[key])) for key, choice in _measured.items()}
 
 
 def clear_measurements() -> None:
-    """Forgets the measured choices (the next use measures again), e.g. after changing the thread count
-    through a route that the cache key does not see."""
+    """Forgets the measured choices: the next use of each decision measures again."""
     with _lock:
         _measured.clear()
         _timings.clear()

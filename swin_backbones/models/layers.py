@@ -263,6 +263,47 @@ class Mlp(nn.Module):
                                                   kernel, grad_kernel)
 
 
+def strided_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int,
+                   kernel: str) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` for square kernels that are a multiple of the stride, by
+    the ``strided_conv`` kernel: 'direct', or 'space_to_depth': the zero-padded input and the weight cut into
+    stride x stride cells whose pixels become channels (pixel_unshuffle), then a stride-1 convolution with a
+    kernel ``stride`` times smaller (the same sums of products, in another order)."""
+    if kernel == 'direct':
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    height, width = x.shape[-2:]
+    size = weight.shape[-1]
+    # Extra zeros at the bottom and right make the padded sides multiples of the stride; the output rows
+    # and columns they add are cropped.
+    extra_h, extra_w = (-(height + 2 * padding)) % stride, (-(width + 2 * padding)) % stride
+    x = F.pad(x, (padding, padding + extra_w, padding, padding + extra_h))
+    out = F.conv2d(F.pixel_unshuffle(x, stride), F.pixel_unshuffle(weight, stride), bias)
+    if extra_h or extra_w:
+        out = out[..., :(height + 2 * padding - size) // stride + 1, :(width + 2 * padding - size) // stride + 1]
+    return out
+
+
+def space_to_depth_applies(conv: nn.Conv2d) -> bool:
+    """Whether :func:`strided_conv2d` can compute ``conv``: square kernel a multiple of its stride,
+    symmetric zero padding, no dilation or groups."""
+    (kh, kw), (sh, sw), padding = conv.kernel_size, conv.stride, conv.padding
+    return (kh == kw and sh == sw and kh % sh == 0 and not isinstance(padding, str) and padding[0] == padding[1]
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros')
+
+
+def fast_conv(x: torch.Tensor, conv: nn.Conv2d, kernels: Optional[Dict[str, str]] = None) -> torch.Tensor:
+    """``conv(x)`` by the measured (or ``kernels``-overridden) ``strided_conv`` kernel where that kernel
+    applies (:func:`space_to_depth_applies`), outside graph capture and autocast."""
+    if (capturing_graph() or torch.is_autocast_enabled(x.device.type) or x.dtype != conv.weight.dtype
+            or not space_to_depth_applies(conv)):
+        return conv(x)
+    trained = _needs_grad(conv.weight, conv.bias)
+    shape = (conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0], trained,
+             _needs_grad(x))
+    kernel = choose('strided_conv', x.device, x.dtype, kernels, shape=shape)
+    return strided_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], kernel)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
     """Zero-pads a (B, H, W, C) map at the bottom and right up to multiples of the given sizes."""
     _, height, width, _ = x.shape

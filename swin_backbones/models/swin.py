@@ -18,7 +18,8 @@ from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .kernels import check_overrides
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
-                     known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup, round_up, ungroup_tokens)
+                     fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup, round_up,
+                     ungroup_tokens)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -31,14 +32,18 @@ ARCH_SETTINGS = {
 class PatchEmbed(nn.Module):
     """(B, in, H, W) -> zero-pad to multiples of the patch -> Conv2d(patch, stride patch) -> (B, H/p, W/p, C)."""
 
-    def __init__(self, in_channels: int, dim: int, patch_size: int, norm_cfg: Optional[dict]):
+    def __init__(self, in_channels: int, dim: int, patch_size: int, norm_cfg: Optional[dict], fast: bool = False,
+                 kernels: Optional[dict] = None):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.norm = build_norm(norm_cfg, dim) if norm_cfg else None
+        self.fast = fast
+        self.kernels = check_overrides(kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(pad_image_to_multiple(x, self.patch_size)).permute(0, 2, 3, 1)
+        x = pad_image_to_multiple(x, self.patch_size)
+        x = (fast_conv(x, self.proj, self.kernels) if self.fast else self.proj(x)).permute(0, 2, 3, 1)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -352,7 +357,8 @@ class SwinTransformer(PyramidBackbone):
             if dim % heads:
                 raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None)
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None,
+                                      fast=impl == 'fast', kernels=self.kernels)
         self.use_abs_pos_embed = use_abs_pos_embed
         if use_abs_pos_embed:
             height, width = _to_pair(pretrain_img_size)
