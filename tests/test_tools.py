@@ -273,7 +273,8 @@ def test_environment_variable_values(monkeypatch, value, requested):
 def test_environment_variable_turns_it_off_at_import():
     env = dict(os.environ, SWIN_BACKBONES_SAFE_LOADING='0')
     code = ('import swin_backbones; from mmengine.runner.checkpoint import CheckpointLoader; '
-            'print("enabled:", swin_backbones.safe_checkpoint_loading_enabled(), CheckpointLoader._schemes[""].__name__)')
+            'print("enabled:", swin_backbones.safe_checkpoint_loading_enabled(), '
+            'CheckpointLoader._schemes[""].__name__)')
     result = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, timeout=300)
     assert 'enabled: False load_from_local\n' in check(result)
