@@ -13,7 +13,7 @@ from mmengine.config import ConfigDict
 from swin_backbones import CheckpointError, CheckpointMismatchError, SwinTransformer
 from swin_backbones.models.swin import relative_position_index
 
-from .conftest import max_abs_diff, randomize_
+from .conftest import assert_close, max_abs_diff, randomize_
 from .test_swin import SMALL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,7 @@ def test_authors_release_loads(source, tmp_path):
 def test_mmdet_backbone_checkpoint_loads_and_matches_mmdet(tmp_path):
     reference = randomize_(MMDetSwin(**SMALL, drop_path_rate=0.0), seed=22)
     torch.save(reference.state_dict(), tmp_path / 'mmdet_swin.pth')
-    assert max_abs_diff(outputs(loaded(tmp_path / 'mmdet_swin.pth')), outputs(reference)) <= 1e-4
+    assert_close(outputs(loaded(tmp_path / 'mmdet_swin.pth')), outputs(reference))
 
 
 def test_whole_detector_runner_checkpoint_loads(source, tmp_path):
@@ -107,7 +107,7 @@ def test_window_change_resizes_bias_tables_like_mmdet(source, tmp_path):
     reference.init_weights()
     table = ours.layers[0].blocks[0].attn.relative_position_bias_table
     assert table.shape == (23 * 23, 1)
-    assert max_abs_diff(outputs(ours), outputs(reference)) <= 1e-4
+    assert_close(outputs(ours), outputs(reference))
 
 
 @pytest.mark.parametrize('stored_as', ['tokens', 'nchw', 'nhwc'])
@@ -119,7 +119,7 @@ def test_absolute_position_embedding_is_resized(source, tmp_path, stored_as):
     torch.save(release, tmp_path / 'ape.pth')
     model = loaded(tmp_path / 'ape.pth', use_abs_pos_embed=True, pretrain_img_size=384)
     expected = F.interpolate(grid, size=(96, 96), mode='bicubic', align_corners=False)
-    assert torch.allclose(model.absolute_pos_embed, expected.flatten(2).transpose(1, 2), atol=1e-6)
+    assert_close(model.absolute_pos_embed, expected.flatten(2).transpose(1, 2))
 
 
 def test_other_architecture_is_refused_with_key_lists(tmp_path):
@@ -257,7 +257,7 @@ def test_convert_tool_converts_a_whole_detector_checkpoint(tmp_path):
     assert converted['meta']['source_layout'] == 'mmdet'
     model = SwinTransformer(**SMALL)
     model.load_state_dict(converted['state_dict'])  # strict: the package's own layout, nothing to map
-    assert max_abs_diff(outputs(model), outputs(reference)) <= 1e-4
+    assert_close(outputs(model), outputs(reference))
     assert sorted(os.listdir(tmp_path / 'out')) == ['swin.pth']  # no temporary file left behind
 
 
