@@ -67,10 +67,29 @@ class PyramidBackbone(BaseModule):
         if not x.is_floating_point():
             raise TypeError(f'{name} expects a floating point input, got {x.dtype}; '
                             'convert images with x.float() and normalise them first')
+        self._check_input_matches_parameters(x)
         # Opt-in: scanning the input costs a pass over it and a device sync.
         if self.check_finite and not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(f'{name} got NaN or inf input values (in batch items {bad})')
+
+    def _check_input_matches_parameters(self, x: torch.Tensor) -> None:
+        """The input's device and dtype against the parameters', so that a mismatch is named here rather
+        than by the first convolution. Under autocast the dtypes may differ, except float64, which
+        autocast does not cast."""
+        name = type(self).__name__
+        param = next(self.parameters(), None)
+        if param is None:
+            return
+        if x.device != param.device:
+            raise ValueError(f'{name} got an input on {x.device} but its parameters are on {param.device}; '
+                             f'move one of them: x.to({str(param.device)!r}) or model.to({str(x.device)!r})')
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if x.dtype != param.dtype and (not autocast or x.dtype == torch.float64):
+            fixes = f'cast the input (x.to({param.dtype})) or the model (model.to({x.dtype}))'
+            raise TypeError(f'{name} got a {x.dtype} input but its parameters are {param.dtype}; '
+                            + (f'autocast does not cast float64 inputs: {fixes}' if autocast else
+                               f'{fixes}, or run it under torch.autocast for mixed precision'))
 
     # ---------------------------------------------------------------------------------- freezing
     def _stage_modules(self, index: int) -> List[nn.Module]:
