@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 
-from ..checkpoint import extract_state_dict, load_state_dict_exactly, read_checkpoint
+from ..checkpoint import load_state_dict_exactly, read_backbone_weights
 
 _STRUCTURE_SETTINGS = ('embed_dims', 'depths', 'num_heads')
 _PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
@@ -146,12 +146,12 @@ class PyramidBackbone(BaseModule):
 
     def load_pretrained(self, path: str, prefix=None, weights_only: bool = True) -> str:
         """Loads a checkpoint in any supported layout; returns the name of the layout it was in."""
-        state_dict = extract_state_dict(read_checkpoint(path, weights_only=weights_only), prefix=prefix)
+        state_dict, origin = read_backbone_weights(path, prefix=prefix, weights_only=weights_only)
         state_dict, layout = self.convert_state_dict(state_dict)
         state_dict = self.adapt_state_dict(state_dict)
-        left_at_init = load_state_dict_exactly(self, state_dict, source=f'checkpoint {path} ({layout} layout)',
+        left_at_init = load_state_dict_exactly(self, state_dict, source=f'checkpoint {path} ({origin}, {layout} layout)',
                                                may_be_missing=self._keys_not_in_pretraining())
-        message = f'{type(self).__name__}: loaded {path} ({layout} layout, {len(state_dict)} tensors)'
+        message = f'{type(self).__name__}: loaded {path} ({origin}, {layout} layout, {len(state_dict)} tensors)'
         if left_at_init:
             message += f'; not in the checkpoint, left at their initial values: {", ".join(left_at_init)}'
         print_log(message, logger='current', level=logging.INFO)
