@@ -29,10 +29,10 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 from .files import atomic_output
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'extract_state_dict',
-           'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly', 'SAFE_LOADING_ENV',
-           'safe_loading_requested', 'use_safe_checkpoint_loading', 'safe_checkpoint_loading_enabled',
-           'load_from_local_safely', 'publish_checkpoint']
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights',
+           'extract_state_dict', 'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly',
+           'SAFE_LOADING_ENV', 'safe_loading_requested', 'use_safe_checkpoint_loading',
+           'safe_checkpoint_loading_enabled', 'load_from_local_safely', 'publish_checkpoint']
 
 # numpy's reconstructors of arrays, scalars and dtypes: they build data and call nothing else.
 _NUMPY_DATA_GLOBALS = {
@@ -142,6 +142,31 @@ def _unsafe_globals(path: str, error: Exception) -> List[str]:
                 for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
     except Exception as inspect_error:
         raise _unreadable(path, error) from inspect_error
+
+
+# What a whole-model state dict holds besides ``backbone.*``, by the top-level prefixes of its other parts.
+# Checked in this order: segmentors and detectors may have a neck; mmpretrain's classifiers name theirs 'head'.
+_WHOLE_MODEL_KINDS = (
+    ('a segmentor', ('decode_head.', 'auxiliary_head.')),
+    ('a detector', ('rpn_head.', 'roi_head.', 'bbox_head.', 'mask_head.', 'neck.')),
+    ('an mmpretrain classifier', ('head.', 'data_preprocessor.')),
+)
+
+
+def read_backbone_weights(path: str, prefix: Optional[str] = None,
+                          weights_only: bool = True) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The backbone's tensors in a checkpoint file (see :func:`extract_state_dict`) and, for messages, where
+    they came from: 'a backbone checkpoint', 'the backbone of a detector checkpoint' (or segmentor, or
+    mmpretrain classifier), or 'the keys under PREFIX'."""
+    whole = unwrap_state_dict(read_checkpoint(path, weights_only=weights_only))
+    if prefix is not None:
+        return extract_state_dict(whole, prefix=prefix), f'the keys under {prefix!r}'
+    if not whole_model_prefix(whole):
+        return whole, 'a backbone checkpoint'
+    others = [key for key in whole if not key.startswith('backbone.')]
+    kind = next((name for name, prefixes in _WHOLE_MODEL_KINDS if any(key.startswith(prefixes) for key in others)),
+                'a whole model')
+    return extract_state_dict(whole), f'the backbone of {kind} checkpoint'
 
 
 def extract_state_dict(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:

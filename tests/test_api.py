@@ -12,7 +12,7 @@ from swin_backbones import SwinTransformer
 from swin_backbones.api import create_backbone, extract_features, list_backbones, load_image
 from swin_backbones.visualization import principal_components_rgb
 
-from .conftest import randomize_
+from .conftest import assert_close, randomize_
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -72,7 +72,7 @@ def test_mixed_inputs_of_different_sizes_equal_running_each_alone(backbone, tmp_
         assert sorted(pyramid) == [4, 8, 16, 32]
         for stride in expected:
             assert pyramid[stride].shape == expected[stride].shape
-            assert (pyramid[stride] - expected[stride]).abs().max() <= 1e-5
+            assert_close(pyramid[stride], expected[stride])
 
 
 def test_options_mean_std_dtype_and_out_indices():
@@ -82,7 +82,7 @@ def test_options_mean_std_dtype_and_out_indices():
     assert sorted(pyramid) == [8, 32]
     with torch.no_grad():
         expected = model(image.unsqueeze(0))
-    assert torch.allclose(pyramid[8], expected[0], atol=1e-5)
+    assert_close(pyramid[8], expected[0])
     low_precision = extract_features(model, image, mean=(0, 0, 0), std=(255, 255, 255), dtype=torch.bfloat16)[0]
     assert low_precision[8].dtype == torch.float32
     assert (low_precision[8] - expected[0]).abs().max() < 0.5  # bf16 keeps about 3 significant digits

@@ -119,12 +119,12 @@ _FUSIBLE_ACTIVATIONS = {nn.GELU: 'gelu', nn.ReLU: 'relu'}
 
 def onednn_applies(x: torch.Tensor, linear: nn.Linear) -> bool:
     """Whether ``linear`` on ``x`` may run as a oneDNN matmul that does the bias, activation or residual add
-    in its epilogue (one pass over the output instead of two or three): CPU, fp32 or bf16 input and weight
-    of one dtype, outside autocast (which would not see the op) and outside graph capture (see
-    :func:`capturing_graph`)."""
-    return (not capturing_graph() and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
-            and x.dtype == linear.weight.dtype and torch.backends.mkldnn.is_available()
-            and not torch.is_autocast_enabled('cpu'))
+    in its epilogue (one pass over the output instead of two or three): CPU, fp32 (or bf16 where the CPU has
+    oneDNN's bf16 kernels) input and weight of one dtype, outside autocast (which would not see the op) and
+    outside graph capture (see :func:`capturing_graph`)."""
+    return (not capturing_graph() and x.device.type == 'cpu' and x.dtype == linear.weight.dtype
+            and (x.dtype == torch.float32 or x.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled('cpu'))
 
 
 def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:

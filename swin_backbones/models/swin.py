@@ -236,15 +236,15 @@ def _reorder(windows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return windows.reshape(-1, channels).index_select(0, order).view(windows.shape)
 
 
-def _to_pair(size) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    size = tuple(size)
-    if len(size) == 1:
-        return size[0], size[0]
-    if len(size) != 2:
-        raise ValueError(f'pretrain_img_size must be an int or a pair, got {size!r}')
-    return size
+def _image_size_pair(size) -> Tuple[int, int]:
+    """``pretrain_img_size`` as (height, width): an int, or a sequence of one or two ints, as mmdet accepts."""
+    if isinstance(size, (tuple, list)):
+        pair = tuple(size) * 2 if len(size) == 1 else tuple(size)
+    else:
+        pair = (size, size)
+    if len(pair) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in pair):
+        raise ValueError(f'pretrain_img_size must be a positive int or a pair of them (height, width), got {size!r}')
+    return pair
 
 
 @MODELS.register_module()
@@ -314,9 +314,9 @@ class SwinTransformer(PyramidBackbone):
                 raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None)
+        height, width = _image_size_pair(pretrain_img_size)
         self.use_abs_pos_embed = use_abs_pos_embed
         if use_abs_pos_embed:
-            height, width = _to_pair(pretrain_img_size)
             self.pos_embed_grid = (height // patch_size, width // patch_size)
             self.absolute_pos_embed = nn.Parameter(
                 torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], embed_dims))
