@@ -1,4 +1,4 @@
-"""ONNX export (tools/export_onnx.py) and torch.compile with dynamic shapes.
+"""ONNX export (swin_backbones.export, tools/export_onnx.py) and torch.compile with dynamic shapes.
 
 Every exported model is traced at one size and run in onnxruntime at others, batch sizes included,
 against the PyTorch backbone: 256 x 320 pads only in the attention layouts, 289 x 353 pads the image and
@@ -17,9 +17,11 @@ from swin_backbones.models.crossformer import CrossFormer  # noqa: E402
 from swin_backbones.models.swin import SwinTransformer  # noqa: E402
 
 from .conftest import max_abs_diff, randomize_  # noqa: E402
-from .toy_helpers import TOY_CONFIGS, tools_module  # noqa: E402
+from swin_backbones import export as export_onnx  # noqa: E402
+from swin_backbones.cli import export_onnx as export_cli  # noqa: E402
 
-export_onnx = tools_module('export_onnx')
+from .toy_helpers import TOY_CONFIGS  # noqa: E402
+
 TOLERANCE = 1e-4
 TRACE_SIZE = (300, 262)
 SIZES = [(2, 256, 320), (1, 289, 353)]  # (batch, height, width)
@@ -149,7 +151,7 @@ def test_crossformer_export_below_the_minimum_size_is_refused(tmp_path):
 def test_cli_exports_a_config_and_checks_it(tmp_path, capsys):
     output = str(tmp_path / 'out' / 'crossformer.onnx')
     config = TOY_CONFIGS[('seg', 'crossformer')]
-    assert export_onnx.main([config, output, '--set', 'out_indices=1,3', '--check']) == 0
+    assert export_cli.main([config, output, '--set', 'out_indices=1,3', '--check']) == 0
     printed = capsys.readouterr().out
     assert 'check 289 x 353' in printed and 'check 324 x 380' in printed
     assert 'stride8, stride32' in printed and 'valid for H, W >= 225' in printed
@@ -161,28 +163,28 @@ def test_cli_exports_a_config_and_checks_it(tmp_path, capsys):
     assert os.stat(output).st_mode == os.stat(tmp_path / 'plain').st_mode  # not mkstemp's 0600
 
     mtime = os.stat(output).st_mtime_ns
-    assert export_onnx.main([config, output]) == 1
+    assert export_cli.main([config, output]) == 1
     assert 'exists; pass --force' in capsys.readouterr().err
     assert os.stat(output).st_mtime_ns == mtime
-    assert export_onnx.main([config, output, '--force', '--sample-size', '200x300']) == 1
+    assert export_cli.main([config, output, '--force', '--sample-size', '200x300']) == 1
     assert 'at least 225 x 225' in capsys.readouterr().err
     assert os.stat(output).st_mtime_ns == mtime
 
 
 def test_cli_writes_nothing_when_the_check_fails(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(export_onnx, 'check_onnx', lambda path, backbone, sizes: [((64, 64), [0.5] * 4)])
+    monkeypatch.setattr(export_cli, 'check_onnx', lambda path, backbone, sizes: [((64, 64), [0.5] * 4)])
     output = tmp_path / 'swin.onnx'
-    assert export_onnx.main([TOY_CONFIGS[('seg', 'swin')], str(output), '--check']) == 1
+    assert export_cli.main([TOY_CONFIGS[('seg', 'swin')], str(output), '--check']) == 1
     assert 'exceeds the tolerance' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 
 def test_cli_rejects_unknown_backbones_and_configs(tmp_path, capsys):
-    assert export_onnx.main(['swin-xxl', str(tmp_path / 'a.onnx')]) == 1
+    assert export_cli.main(['swin-xxl', str(tmp_path / 'a.onnx')]) == 1
     assert 'unknown backbone' in capsys.readouterr().err
-    assert export_onnx.main([str(tmp_path / 'missing.py'), str(tmp_path / 'a.onnx')]) == 1
+    assert export_cli.main([str(tmp_path / 'missing.py'), str(tmp_path / 'a.onnx')]) == 1
     assert 'does not exist' in capsys.readouterr().err
-    assert export_onnx.main(['swin-t', str(tmp_path / 'a.onnx'), '--set', 'window_size=-1']) == 1
+    assert export_cli.main(['swin-t', str(tmp_path / 'a.onnx'), '--set', 'window_size=-1']) == 1
     assert 'window_size' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 

@@ -1,5 +1,8 @@
 """Each fast path computes what the plain path computes: outputs and gradients, piece by piece and for
 whole backbones (``impl='fast'`` against ``impl='plain'`` with the same weights)."""
+import importlib
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -10,9 +13,11 @@ from swin_backbones.models import attention
 from swin_backbones.models.layers import Mlp, fused_linear, onednn_applies, pair_bias
 
 from .conftest import randomize_
-from .toy_helpers import tools_module
+from .toy_helpers import TOOLS
 
-benchmark = tools_module('benchmark')
+# tools/benchmark.py imports tools/plain_crossformer.py by its bare name, so tools/ goes on sys.path.
+sys.path.insert(0, TOOLS)
+benchmark = importlib.import_module('benchmark')
 
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without oneDNN')
 

@@ -4,9 +4,11 @@ import os.path as osp
 import re
 import socket
 import subprocess
-import sys
 
 import pytest
+
+from swin_backbones.checkpoint import read_checkpoint as read_checkpoint_safely
+from swin_backbones.toy_data import make_toy_data
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
@@ -20,15 +22,8 @@ TOY_CONFIGS = {
 }
 
 
-def tools_module(name: str):
-    """Imports tools/<name>.py (the tools folder is not a package)."""
-    if TOOLS not in sys.path:
-        sys.path.insert(0, TOOLS)
-    return __import__(name)
-
-
 def make_small_toy_data(root: str, num_train: int = 16, num_val: int = 8) -> str:
-    tools_module('make_toy_data').make_toy_data(root, num_train=num_train, num_val=num_val, size=128, seed=0)
+    make_toy_data(root, num_train=num_train, num_val=num_val, size=128, seed=0)
     return root
 
 
@@ -69,4 +64,4 @@ def train_iterations(log: str):
 
 
 def read_checkpoint(path: str):
-    return tools_module('runner_utils').read_runner_checkpoint(path, map_location='cpu')
+    return read_checkpoint_safely(path, map_location='cpu')
