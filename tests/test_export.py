@@ -16,13 +16,14 @@ pytest.importorskip('onnxruntime', reason='the ONNX export tests need onnxruntim
 from swin_backbones.models.crossformer import CrossFormer  # noqa: E402
 from swin_backbones.models.swin import SwinTransformer  # noqa: E402
 
-from .conftest import max_abs_diff, randomize_  # noqa: E402
+from .conftest import assert_close, randomize_  # noqa: E402
 from swin_backbones import export as export_onnx  # noqa: E402
 from swin_backbones.cli import export_onnx as export_cli  # noqa: E402
 
 from .toy_helpers import TOY_CONFIGS  # noqa: E402
 
-TOLERANCE = 1e-4
+# onnxruntime's kernels round differently from PyTorch's: measured <= 2.4e-6 of the output magnitude.
+ONNX_REL = 2e-5
 TRACE_SIZE = (300, 262)
 SIZES = [(2, 256, 320), (1, 289, 353)]  # (batch, height, width)
 
@@ -48,7 +49,7 @@ def tiny_backbone(kind: str):
 
 
 def onnx_parity(path, backbone, sizes):
-    """Max abs difference between onnxruntime and PyTorch at each (batch, height, width)."""
+    """onnxruntime against PyTorch relative to the output magnitude, at each (batch, height, width)."""
     return {size: max(export_onnx.check_onnx(path, backbone, [size[1:]], batch=size[0])[0][1]) for size in sizes}
 
 
@@ -58,7 +59,7 @@ def test_onnx_export_matches_pytorch_at_other_sizes(kind, tmp_path):
     path = str(tmp_path / 'model.onnx')
     export_onnx.export_onnx(backbone, path, sample_size=TRACE_SIZE)
     diffs = onnx_parity(path, backbone, SIZES + EXTRA_SIZES[kind])
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 # Sizes at which nothing pads (image, windows, groups, merges): a shortcut for "no padding" taken while
@@ -72,7 +73,7 @@ def test_onnx_export_traced_without_padding_runs_padded_sizes(kind, tmp_path):
     path = str(tmp_path / 'model.onnx')
     export_onnx.export_onnx(backbone, path, sample_size=UNPADDED_TRACE_SIZE[kind])
     diffs = onnx_parity(path, backbone, [(1, 289, 353), (2,) + UNPADDED_TRACE_SIZE[kind]])
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 def test_onnx_export_names_dynamic_axes_and_outputs(tmp_path):
@@ -97,7 +98,7 @@ def test_onnx_export_of_the_published_structures(name, tmp_path):
     path = str(tmp_path / f'{name}.onnx')
     export_onnx.export_onnx(backbone, path)  # traced at the default 289 x 353
     diffs = onnx_parity(path, backbone, [(1, 256, 320), (1, 321, 257)])
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 # Two stages (blocks with and without shift / SDA and LDA, one merge): the torch.export-based exporter
@@ -126,7 +127,7 @@ def test_dynamo_onnx_export_matches_pytorch(kind, tmp_path):
     path = str(tmp_path / 'model.onnx')
     export_onnx.export_onnx(backbone, path, sample_size=TRACE_SIZE, exporter='dynamo')
     diffs = onnx_parity(path, backbone, SIZES)
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 # ------------------------------------------------------------------------------ minimum size, CLI
@@ -211,6 +212,6 @@ def test_compile_with_dynamic_shapes_matches_eager_without_recompiling(kind):
                 image = torch.randn(2, 3, height, width, generator=generator)
                 with torch._dynamo.config.patch(error_on_recompile=index > 0):
                     out = compiled(image)
-                assert max_abs_diff(out, model(image)) <= TOLERANCE
+                assert_close(out, model(image))
     finally:
         torch._dynamo.reset()

@@ -13,7 +13,8 @@ H, W >= max over stages of G * stride + 1 (225 px for the usual G = 7); the tool
 smaller size, prints the minimum and records it in the model's metadata ('minimum_input_size').
 
 --check runs the exported model in onnxruntime at the sample size and at a second size with other
-padding, and fails unless every output is within --tolerance of PyTorch. The output is written
+padding, and fails unless every output is within --tolerance of PyTorch, relative to the output's
+largest magnitude. The output is written
 atomically and an existing file is only replaced with --force.
 """
 import argparse
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
                         help='size of the traced sample image (default: odd sides of at least the minimum)')
     parser.add_argument('--check', action='store_true',
                         help='compare onnxruntime with PyTorch at the sample size and a second size')
-    parser.add_argument('--tolerance', type=float, default=1e-4, help='max abs difference --check accepts')
+    parser.add_argument('--tolerance', type=float, default=1e-4,
+                        help='max |onnxruntime - PyTorch| / max |PyTorch| that --check accepts')
     parser.add_argument('--force', action='store_true', help='replace an existing output file')
     args = parser.parse_args(argv)
 
@@ -84,11 +86,11 @@ def main(argv=None) -> int:
             raise ExportError(f'--check needs onnxruntime ({error})') from None
         worst = 0.0
         for (height, width), diffs in results:
-            print(f'check {height} x {width}: max |onnxruntime - PyTorch| '
+            print(f'check {height} x {width}: max |onnxruntime - PyTorch| / max |PyTorch| '
                   + ', '.join(f'{name} {diff:.1e}' for name, diff in zip(output_names(backbone), diffs)))
             worst = max(worst, *diffs)
         if worst > args.tolerance:
-            raise ExportError(f'max difference {worst:.1e} exceeds the tolerance {args.tolerance:.0e}; '
+            raise ExportError(f'relative difference {worst:.1e} exceeds the tolerance {args.tolerance:.0e}; '
                               f'{args.output} was not written')
 
     try:
