@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 
-from ..checkpoint import extract_state_dict, load_state_dict_exactly, read_checkpoint
+from ..checkpoint import CheckpointMismatchError, extract_state_dict, load_state_dict_exactly, read_checkpoint
 
 _STRUCTURE_SETTINGS = ('embed_dims', 'depths', 'num_heads')
 _PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
@@ -128,6 +128,7 @@ class PyramidBackbone(BaseModule):
     def load_pretrained(self, path: str, prefix=None, weights_only: bool = True) -> str:
         """Loads a checkpoint in any supported layout; returns the name of the layout it was in."""
         state_dict = extract_state_dict(read_checkpoint(path, weights_only=weights_only), prefix=prefix)
+        self._check_checkpoint(state_dict, path)
         state_dict, layout = self.convert_state_dict(state_dict)
         state_dict = self.adapt_state_dict(state_dict)
         left_at_init = load_state_dict_exactly(self, state_dict, source=f'checkpoint {path} ({layout} layout)',
@@ -142,6 +143,19 @@ class PyramidBackbone(BaseModule):
     def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
         """Whether a (prefix-stripped) state dict is a checkpoint of this kind of backbone."""
         raise NotImplementedError
+
+    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], path: str) -> None:
+        """Checks the (prefix-stripped) state dict before conversion. A checkpoint that another of the package's
+        backbones recognises (and this one does not) is refused naming that backbone, rather than with lists
+        of nearly every key."""
+        if type(self).recognizes(state_dict):
+            return
+        from . import BACKBONES  # the backbones' modules import this one
+        others = [backbone.__name__ for backbone in BACKBONES if backbone.recognizes(state_dict)]
+        if others:
+            raise CheckpointMismatchError(
+                f'checkpoint {path} looks like a {" or ".join(others)} checkpoint, not a {type(self).__name__} one; '
+                f'build swin_backbones.{others[0]} for it')
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
