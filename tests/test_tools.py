@@ -113,7 +113,7 @@ def test_tools_check_the_config(tmp_path, toy_data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer')])
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer'), ('seg', 'swinv2')])
 def test_train_then_test_with_our_tools(tmp_path, toy_data, task, backbone):
     config = TOY_CONFIGS[task, backbone]
     work_dir = tmp_path / 'work'
@@ -149,7 +149,7 @@ def _publish(checkpoint, out, data_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('det', 'crossformer'),
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('det', 'crossformer'), ('det', 'swinv2'),
                                             ('seg', 'swin'), ('seg', 'crossformer')])
 def test_configs_work_with_the_downstream_tools(tmp_path, toy_data, task, backbone):
     scope = 'mmdet' if task == 'det' else 'mmseg'

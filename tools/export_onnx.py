@@ -103,9 +103,9 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
         raise ExportError(f'{spec} has no model.backbone')
     backbone_cfg = dict(backbone_cfg)
     backbone_type = str(backbone_cfg.get('type', '')).split('.')[-1]
-    if backbone_type not in ('SwinTransformer', 'CrossFormer'):
+    if backbone_type not in ('SwinTransformer', 'SwinTransformerV2', 'CrossFormer'):
         raise ExportError(f'{spec}: model.backbone is {backbone_cfg.get("type")!r}, not a swin_backbones '
-                          'SwinTransformer or CrossFormer')
+                          'SwinTransformer, SwinTransformerV2 or CrossFormer')
     backbone_cfg.pop('pretrained', None)
     backbone_cfg['init_cfg'] = (dict(type='Pretrained', checkpoint=os.fspath(checkpoint))
                                 if checkpoint is not None else None)
