@@ -171,6 +171,14 @@ def test_arch_sets_sizes_and_default_window():
             (8, 6, 8, 12)
 
 
+@pytest.mark.parametrize('arch, parameters', [('tiny', 27_579_498), ('small', 48_960_762), ('base', 86_895_608),
+                                              ('large', 195_205_620)])
+def test_arch_parameter_counts(arch, parameters):
+    """The README's counts; equal to mmpretrain 1.2.0's SwinTransformerV2 with out_indices (0, 1, 2, 3)."""
+    with torch.device('meta'):
+        assert sum(p.numel() for p in SwinTransformerV2(arch=arch).parameters()) == parameters
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(arch='huge'), 'unknown Swin V2 arch'),
     (dict(arch='base', embed_dims=96), 'conflicts'),

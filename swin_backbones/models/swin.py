@@ -478,9 +478,7 @@ def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[s
         if _UNUSED_KEYS.fullmatch(key):
             continue
         if layout == 'mmdet':
-            key = 'layers.' + key[len('stages.'):] if key.startswith('stages.') else key
-            for old, new in _MMDET_RENAMES:
-                key = key.replace(old, new)
+            key = from_openmmlab_key(key)
             if '.downsample.' in key:
                 value = _unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
@@ -489,6 +487,14 @@ def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[s
                 key = f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}'
         converted[key] = value
     return converted, layout
+
+
+def from_openmmlab_key(key: str) -> str:
+    """An OpenMMLab (mmdet, mmseg, mmpretrain) Swin key -> the authors' name of the same tensor, stage index kept."""
+    key = 'layers.' + key[len('stages.'):] if key.startswith('stages.') else key
+    for old, new in _MMDET_RENAMES:
+        key = key.replace(old, new)
+    return key
 
 
 def _unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:

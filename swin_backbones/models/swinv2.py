@@ -25,8 +25,8 @@ from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .crossformer import _per_stage, dpb_offsets
 from .layers import DropPath, Mlp, MultiHeadGroupAttention, build_norm, check_impl, pair_bias
-from .swin import (_MMDET_RENAMES, PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
-                   has_swin_patch_embedding, is_swinv2_state_dict, relative_position_index,
+from .swin import (PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
+                   from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, relative_position_index,
                    without_unused_output_norms)
 
 # Structure of each arch and its default window (the published ImageNet-1k windows: 8 at 256 px for
@@ -194,11 +194,7 @@ class SwinTransformerV2(PyramidBackbone):
         self.window_sizes = window_sizes
         self.pretrained_window_sizes = pretrained_window_sizes
         self.position_bias_normalisers = normalisers
-        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]
-        for dim, heads in zip(self.num_features, num_heads):
-            if dim % heads:
-                raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
-
+        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]  # the attention checks the heads
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg)
         self.drop_after_pos = nn.Dropout(drop_rate)
         drop_path = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
@@ -311,10 +307,7 @@ def convert_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict
         if _UNUSED_KEYS.fullmatch(key):
             continue
         if layout == 'mmpretrain':
-            key = 'layers.' + key[len('stages.'):] if key.startswith('stages.') else key
-            for old, new in _MMDET_RENAMES:
-                key = key.replace(old, new)
-            key = _merging_of_previous_stage(key)
+            key = _merging_of_previous_stage(from_openmmlab_key(key))
             if key.endswith('.downsample.reduction.weight'):  # the norm follows the reduction: 2C, not reordered
                 value = _unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
