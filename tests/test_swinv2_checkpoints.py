@@ -161,9 +161,11 @@ def test_v1_and_v2_checkpoints_are_told_apart(source, tmp_path):
     v1 = randomize_(SwinTransformer(**SMALL))
     torch.save({'model': v1.state_dict()}, tmp_path / 'v1.pth')
     torch.save(authors_release(source), tmp_path / 'v2.pth')
-    with pytest.raises(CheckpointMismatchError, match='looks like a SwinTransformer checkpoint, not a '
-                                                      'SwinTransformerV2 one; build swin_backbones.SwinTransformer'):
+    with pytest.raises(CheckpointMismatchError) as error:
         SwinTransformerV2(**SMALL).load_pretrained(str(tmp_path / 'v1.pth'))
+    assert 'looks like a SwinTransformer checkpoint, not a SwinTransformerV2 one; build ' \
+        'swin_backbones.SwinTransformer for it' in str(error.value)
+    assert 'missing keys' in str(error.value) and 'layers.0.blocks.0.attn.cpb_mlp.0.weight' in str(error.value)
     with pytest.raises(CheckpointMismatchError, match='looks like a SwinTransformerV2 checkpoint, not a '
                                                       'SwinTransformer one'):
         SwinTransformer(**SMALL).load_pretrained(str(tmp_path / 'v2.pth'))

@@ -58,8 +58,8 @@ def _scaled_cosine_qkv(qkv: torch.Tensor, scale: Union[float, torch.Tensor]) -> 
     scaled cosines, so the dot-product kernels compute cosine attention. Differentiable (autograd takes the
     gradients of the normalisation and of the factors from the kernels' gradient of this tensor)."""
     q, k, v = qkv.unbind(2)  # each B*nG, N, heads, d
-    if isinstance(scale, torch.Tensor):
-        scale = scale.view(-1, 1)  # heads, 1: broadcasts over (B*nG, N, heads, d)
+    if isinstance(scale, torch.Tensor):  # heads, 1, 1 -> heads, 1: broadcasts over (B*nG, N, heads, d)
+        scale = scale.view(-1, 1).to(q.dtype)
     return torch.stack((F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v), dim=2)
 
 

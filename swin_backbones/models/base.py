@@ -129,11 +129,14 @@ class PyramidBackbone(BaseModule):
         """Loads a checkpoint in any supported layout; returns the name of the layout it was in."""
         state_dict = extract_state_dict(read_checkpoint(path, weights_only=weights_only), prefix=prefix)
         self._check_checkpoint(state_dict, path)
-        state_dict, layout = self.convert_state_dict(state_dict)
-        state_dict = self.adapt_state_dict(state_dict)
-        left_at_init = load_state_dict_exactly(self, state_dict, source=f'checkpoint {path} ({layout} layout)',
-                                               may_be_missing=self._keys_not_in_pretraining())
-        message = f'{type(self).__name__}: loaded {path} ({layout} layout, {len(state_dict)} tensors)'
+        converted, layout = self.convert_state_dict(state_dict)
+        converted = self.adapt_state_dict(converted)
+        try:
+            left_at_init = load_state_dict_exactly(self, converted, source=f'checkpoint {path} ({layout} layout)',
+                                                   may_be_missing=self._keys_not_in_pretraining())
+        except CheckpointMismatchError as error:
+            raise CheckpointMismatchError(self._other_architecture(state_dict, path) + str(error)) from None
+        message = f'{type(self).__name__}: loaded {path} ({layout} layout, {len(converted)} tensors)'
         if left_at_init:
             message += f'; not in the checkpoint, left at their initial values: {", ".join(left_at_init)}'
         print_log(message, logger='current', level=logging.INFO)
@@ -145,17 +148,19 @@ class PyramidBackbone(BaseModule):
         raise NotImplementedError
 
     def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], path: str) -> None:
-        """Checks the (prefix-stripped) state dict before conversion. A checkpoint that another of the package's
-        backbones recognises (and this one does not) is refused naming that backbone, rather than with lists
-        of nearly every key."""
+        """Hook for checks of the (prefix-stripped) state dict before conversion."""
+
+    def _other_architecture(self, state_dict: Dict[str, torch.Tensor], path: str) -> str:
+        """For a checkpoint that does not fit: the line naming another of the package's backbones that recognises
+        it (a Swin V1 checkpoint given to Swin V2, say), or ''."""
         if type(self).recognizes(state_dict):
-            return
+            return ''
         from . import BACKBONES  # the backbones' modules import this one
         others = [backbone.__name__ for backbone in BACKBONES if backbone.recognizes(state_dict)]
-        if others:
-            raise CheckpointMismatchError(
-                f'checkpoint {path} looks like a {" or ".join(others)} checkpoint, not a {type(self).__name__} one; '
-                f'build swin_backbones.{others[0]} for it')
+        if not others:
+            return ''
+        return (f'checkpoint {path} looks like a {" or ".join(others)} checkpoint, not a {type(self).__name__} one; '
+                f'build swin_backbones.{others[0]} for it.\n')
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:

@@ -252,7 +252,8 @@ class SwinTransformerV2(PyramidBackbone):
     def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], path: str) -> None:
         """Says which windows normalise the position bias coordinates, and warns when the checkpoint's own
         coordinate tables (the authors' and mmpretrain's checkpoints keep them) were normalised by others."""
-        super()._check_checkpoint(state_dict, path)
+        if not self.recognizes(state_dict):
+            return
         by_pretraining = all(self.pretrained_window_sizes)
         print_log(f'{type(self).__name__}: position bias offsets normalised by the '
                   + (f'pretrained windows {self.pretrained_window_sizes}' if by_pretraining else
