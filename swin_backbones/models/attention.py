@@ -32,7 +32,7 @@ def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, 
     """
     groups, heads, length, _ = q.shape
     if cosine:
-        attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * scale + bias
+        attn = (_unit(q) @ _unit(k).transpose(-2, -1)) * scale + bias
     else:
         attn = (q * scale) @ k.transpose(-2, -1) + bias
     if mask is not None:
@@ -60,7 +60,13 @@ def _scaled_cosine_qkv(qkv: torch.Tensor, scale: Union[float, torch.Tensor]) -> 
     q, k, v = qkv.unbind(2)  # each B*nG, N, heads, d
     if isinstance(scale, torch.Tensor):  # heads, 1, 1 -> heads, 1: broadcasts over (B*nG, N, heads, d)
         scale = scale.view(-1, 1).to(q.dtype)
-    return torch.stack((F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v), dim=2)
+    return torch.stack((_unit(q) * scale, _unit(k), v), dim=2)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """x / max(|x|, eps) along the last axis, as F.normalize with its eps of 1e-12, raised to the smallest normal
+    number of fp16 there: 1e-12 is 0 in fp16, and the zero keys of padded tokens would become NaN."""
+    return F.normalize(x, dim=-1, eps=max(1e-12, torch.finfo(x.dtype).tiny))
 
 
 def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
