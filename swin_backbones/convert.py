@@ -28,7 +28,7 @@ class Conversion:
         return (f'{self.source}: {self.origin}, {self.backbone} in the {self.source_layout} layout\n'
                 f'  wrote {self.tensors_out} tensors in the {LAYOUT_NAME} layout to {self.destination}'
                 + (f'\n  dropped {dropped} tensors not used by the backbone (classifier head, final norm, '
-                   'derived index/mask buffers)' if dropped else ''))
+                   'derived index, mask and coordinate buffers)' if dropped else ''))
 
 
 def identify_backbone(state_dict: Dict[str, torch.Tensor]) -> Type[PyramidBackbone]:

@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -27,6 +28,25 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2, weight_
                 else:
                     param.copy_(noise * std)
     return module
+
+
+def randomize_swinv2_(model: torch.nn.Module, seed: int = 0):
+    """:func:`randomize_`, then weights that make every Swin V2 term visible: logit scales around log 10 (the
+    first head of the first block above the clamp at log 100), and a position bias MLP whose output varies
+    strongly with the offset. Takes this package's and mmpretrain's parameter names."""
+    randomize_(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    logit_scales = [param for name, param in model.named_parameters() if name.endswith('logit_scale')]
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('logit_scale'):
+                param.copy_(math.log(10.0) + torch.randn(param.shape, generator=generator))
+            elif name.endswith('cpb_mlp.0.weight'):
+                param.copy_(torch.randn(param.shape, generator=generator))
+            elif name.endswith('cpb_mlp.2.weight'):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+        logit_scales[0][0] = 5.5  # clamped to log 100 = 4.61
+    return model
 
 
 # Float32 results of one function computed two ways (other kernels, vector units, thread counts or batch

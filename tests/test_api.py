@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from swin_backbones import SwinTransformer
+from swin_backbones import SwinTransformer, SwinTransformerV2
 from swin_backbones.api import create_backbone, extract_features, list_backbones, load_image
 from swin_backbones.visualization import principal_components_rgb
 
@@ -43,6 +43,21 @@ def test_names_and_overrides():
         create_backbone('swin-xl')
     with pytest.raises(ValueError, match='checkpoint=PATH'):
         create_backbone('swin-t', init_cfg=dict(type='Pretrained', checkpoint='x'))
+
+
+def test_swinv2_names_windows_and_features(tmp_path):
+    names = list_backbones()
+    assert names[4:8] == ['swinv2-t', 'swinv2-s', 'swinv2-b', 'swinv2-l']
+    model = randomize_(create_backbone('swinv2-t', drop_path_rate=0.0), seed=3)
+    assert isinstance(model, SwinTransformerV2) and not model.training and model.window_sizes == (8,) * 4
+    torch.save({'model': model.state_dict()}, tmp_path / 'swinv2.pth')
+    other_window = create_backbone('swinv2-t', checkpoint=tmp_path / 'swinv2.pth', window_size=16,
+                                   pretrained_window_sizes=8, out_indices=(1, 3))
+    assert other_window.window_sizes == (16,) * 4 and other_window.out_indices == (1, 3)
+    pixels = torch.randint(0, 256, (3, 97, 131), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    pyramid, = extract_features(model, [pixels])
+    expected = direct(model, pixels.float())
+    assert pyramid.keys() == expected.keys() and all(torch.equal(pyramid[s], expected[s]) for s in pyramid)
 
 
 def test_create_backbone_loads_a_checkpoint_in_any_layout(backbone, tmp_path):

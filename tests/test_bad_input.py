@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from swin_backbones import CrossFormer, SwinTransformer
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 BACKBONES = {
     'swin': lambda **overrides: SwinTransformer(**{**SMALL, **overrides}),
+    'swinv2': lambda **overrides: SwinTransformerV2(**{**SMALL, **overrides}),
     'crossformer': lambda **overrides: CrossFormer(**{**SMALL, **overrides}),
 }
 

@@ -15,8 +15,9 @@ pytest.importorskip('onnxruntime', reason='the ONNX export tests need onnxruntim
 
 from swin_backbones.models.crossformer import CrossFormer  # noqa: E402
 from swin_backbones.models.swin import SwinTransformer  # noqa: E402
+from swin_backbones.models.swinv2 import SwinTransformerV2  # noqa: E402
 
-from .conftest import assert_close, randomize_  # noqa: E402
+from .conftest import assert_close, randomize_, randomize_swinv2_  # noqa: E402
 from swin_backbones import export as export_onnx  # noqa: E402
 from swin_backbones.cli import export_onnx as export_cli  # noqa: E402
 
@@ -31,21 +32,27 @@ TINY = {
     'swin': lambda: SwinTransformer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
     'swin-abs-pos': lambda: SwinTransformer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
                                             use_abs_pos_embed=True, out_indices=(1, 3)),
+    'swinv2': lambda: SwinTransformerV2(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                                        window_size=(8, 8, 12, 4), pretrained_window_sizes=(0, 6, 8, 0)),
     'crossformer': lambda: CrossFormer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
     'crossformer-pp-adaptive': lambda: CrossFormer(embed_dims=32, depths=(4, 2, 2, 2), num_heads=(1, 2, 4, 8),
                                                    lda_type='pp', use_acl=True, adaptive_interval=True),
 }
 # Sizes only some backbones take: Swin any size; CrossFormer exactly its minimum, and taller than wide
 # (CrossFormer++'s adaptive interval follows the longer side).
-EXTRA_SIZES = {'swin': [(3, 33, 47), (1, 1, 1)], 'swin-abs-pos': [(1, 224, 224)],
+EXTRA_SIZES = {'swin': [(3, 33, 47), (1, 1, 1)], 'swin-abs-pos': [(1, 224, 224)], 'swinv2': [(3, 33, 47), (1, 1, 1)],
                'crossformer': [(3, 225, 225)], 'crossformer-pp-adaptive': [(1, 385, 257)]}
+
+
+def randomized(model):
+    return (randomize_swinv2_ if isinstance(model, SwinTransformerV2) else randomize_)(model)
 
 
 def tiny_backbone(kind: str):
     torch.manual_seed(0)
     model = TINY[kind]()
     model.init_weights()
-    return randomize_(model).eval()
+    return randomized(model).eval()
 
 
 def onnx_parity(path, backbone, sizes):
@@ -64,7 +71,7 @@ def test_onnx_export_matches_pytorch_at_other_sizes(kind, tmp_path):
 
 # Sizes at which nothing pads (image, windows, groups, merges): a shortcut for "no padding" taken while
 # tracing would be frozen into the graph and break every padded size.
-UNPADDED_TRACE_SIZE = {'swin': (224, 224), 'crossformer': (448, 448)}
+UNPADDED_TRACE_SIZE = {'swin': (224, 224), 'swinv2': (384, 384), 'crossformer': (448, 448)}
 
 
 @pytest.mark.parametrize('kind', list(UNPADDED_TRACE_SIZE))
@@ -92,9 +99,9 @@ def test_onnx_export_names_dynamic_axes_and_outputs(tmp_path):
         assert dims[0].dim_param == 'batch' and dims[2].dim_param and dims[3].dim_param
 
 
-@pytest.mark.parametrize('name', ['swin-t', 'crossformer-s'])
+@pytest.mark.parametrize('name', ['swin-t', 'swinv2-t', 'crossformer-s'])
 def test_onnx_export_of_the_published_structures(name, tmp_path):
-    backbone = randomize_(export_onnx.build_backbone(name))
+    backbone = randomized(export_onnx.build_backbone(name))
     path = str(tmp_path / f'{name}.onnx')
     export_onnx.export_onnx(backbone, path)  # traced at the default 289 x 353
     diffs = onnx_parity(path, backbone, [(1, 256, 320), (1, 321, 257)])
@@ -106,6 +113,8 @@ def test_onnx_export_of_the_published_structures(name, tmp_path):
 TWO_STAGE = {
     'swin': lambda: SwinTransformer(embed_dims=32, depths=(2, 2), num_heads=(1, 2), strides=(4, 2),
                                     out_indices=(0, 1)),
+    'swinv2': lambda: SwinTransformerV2(embed_dims=32, depths=(2, 2), num_heads=(1, 2), window_size=8,
+                                        pretrained_window_sizes=(6, 0), out_indices=(0, 1)),
     'crossformer': lambda: CrossFormer(embed_dims=32, depths=(2, 2), num_heads=(1, 2), group_size=7,
                                        crs_interval=(8, 4), out_indices=(0, 1)),
 }
@@ -115,7 +124,7 @@ def two_stage_backbone(kind: str):
     torch.manual_seed(0)
     model = TWO_STAGE[kind]()
     model.init_weights()
-    return randomize_(model).eval()
+    return randomized(model).eval()
 
 
 @pytest.mark.slow
@@ -194,7 +203,8 @@ def test_cli_rejects_unknown_backbones_and_configs(tmp_path, capsys):
 # Sizes that pad in every attention layout: whether a layout pads decides whether its cropped output
 # is contiguous, which dynamo guards on (one more compilation, the same outputs). At 256 x 320 CrossFormer's
 # first LDA (interval 8 on a 64 x 80 map) does not pad, hence 257 x 321.
-COMPILE_SIZES = {'swin': [(256, 320), (289, 353)], 'crossformer': [(257, 321), (289, 353)]}
+COMPILE_SIZES = {'swin': [(256, 320), (289, 353)], 'swinv2': [(257, 321), (289, 353)],
+                 'crossformer': [(257, 321), (289, 353)]}
 
 
 @pytest.mark.slow

@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from swin_backbones import CrossFormer, SwinTransformer
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 from swin_backbones.models import attention
 from swin_backbones.models.layers import Mlp, fused_linear, onednn_applies, pair_bias
 
-from .conftest import randomize_
+from .conftest import randomize_, randomize_swinv2_
 from .toy_helpers import TOOLS
 
 # tools/benchmark.py imports tools/plain_crossformer.py by its bare name, so tools/ goes on sys.path.
@@ -70,6 +70,27 @@ def test_fused_attention_matches_plain(mask_kind, batch, chunk_elements, monkeyp
         assert close(grad, grad_plain)
     with torch.no_grad():
         assert close(attention.group_attention(qkv, bias, mask, scale), out_plain)
+
+
+@pytest.mark.parametrize('mask_kind', [None, 'regions'])
+@pytest.mark.parametrize('chunk_elements', [attention._BACKWARD_CHUNK_ELEMENTS, 3 * 8 * 8 * 5])
+def test_fused_cosine_attention_matches_plain(mask_kind, chunk_elements, monkeypatch):
+    """Swin V2's scaled cosine attention: outputs and the gradients of qkv, bias and the per-head scale."""
+    monkeypatch.setattr(attention, '_BACKWARD_CHUNK_ELEMENTS', chunk_elements)
+    qkv, bias, mask = attention_inputs(2, groups=12, length=8 * 8, mask_kind=mask_kind)
+    scale = torch.tensor([4.0, 30.0, 100.0]).view(3, 1, 1)
+
+    def plain(qkv, bias, scale):
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return attention.plain_attention_probs(q, k, bias, mask, scale, cosine=True) @ v
+    out, grads = gradients(lambda qkv, bias, scale: attention.group_attention(qkv, bias, mask, scale, cosine=True),
+                           [qkv, bias, scale])
+    out_plain, grads_plain = gradients(plain, [qkv, bias, scale])
+    assert close(out, out_plain)
+    for grad, grad_plain in zip(grads, grads_plain):
+        assert close(grad, grad_plain)
+    with torch.no_grad():
+        assert close(attention.group_attention(qkv, bias, mask, scale, cosine=True), out_plain)
 
 
 def test_fused_attention_keeps_only_qkv_for_backward():
@@ -168,6 +189,10 @@ BACKBONES = {
     'swin': (SwinTransformer, dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
     'swin-window5-no-qkv-bias-relu': (SwinTransformer, dict(embed_dims=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4),
                                                             window_size=5, qkv_bias=False, act_cfg=dict(type='ReLU'))),
+    'swinv2': (SwinTransformerV2, dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
+                                       window_size=(8, 8, 4, 4), pretrained_window_sizes=(0, 12, 8, 0))),
+    'swinv2-no-qkv-bias': (SwinTransformerV2, dict(embed_dims=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4),
+                                                   window_size=5, qkv_bias=False)),
     'crossformer': (CrossFormer, dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
     'crossformer-pp': (CrossFormer, dict(embed_dims=16, depths=(2, 2, 3, 2), num_heads=(1, 2, 2, 4), lda_type='pp',
                                          use_acl=True)),
@@ -176,7 +201,8 @@ BACKBONES = {
 
 def fast_and_plain(name, **options):
     cls, kwargs = BACKBONES[name]
-    fast = randomize_(cls(drop_path_rate=0.0, **kwargs, **options))
+    fast = cls(drop_path_rate=0.0, **kwargs, **options)
+    (randomize_swinv2_ if cls is SwinTransformerV2 else randomize_)(fast)
     plain = cls(drop_path_rate=0.0, impl='plain', **kwargs, **options)
     plain.load_state_dict(fast.state_dict())
     return fast, plain
@@ -205,7 +231,7 @@ def test_backbone_fast_matches_plain(name, size):
     assert all((grads[n] - grads_plain[n]).abs().max().item() <= 1e-5 * scale for n in grads_plain)
 
 
-@pytest.mark.parametrize('name', ['swin', 'crossformer'])
+@pytest.mark.parametrize('name', ['swin', 'swinv2', 'crossformer'])
 def test_with_cp_fast_matches_plain(name):
     fast, plain = fast_and_plain(name, with_cp=True)
     x = torch.randn(1, 3, 70, 90)
@@ -229,3 +255,5 @@ def test_impl_is_checked():
         SwinTransformer(impl='fused')
     with pytest.raises(ValueError, match="impl must be one of"):
         CrossFormer(impl=None)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        SwinTransformerV2(impl='fused')

@@ -118,7 +118,7 @@ def test_tools_check_the_config(tmp_path, toy_data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer')])
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer'), ('seg', 'swinv2')])
 def test_train_then_test_with_our_tools(tmp_path, toy_data, task, backbone):
     config = TOY_CONFIGS[task, backbone]
     work_dir = tmp_path / 'work'
@@ -144,7 +144,7 @@ def test_train_then_test_with_our_tools(tmp_path, toy_data, task, backbone):
 
 # ---------------------------------------------------------------------- mmdet's and mmseg's own tools
 @pytest.mark.slow
-@pytest.mark.parametrize('task, backbone', [('det', 'crossformer'), ('seg', 'swin')])
+@pytest.mark.parametrize('task, backbone', [('det', 'crossformer'), ('det', 'swinv2'), ('seg', 'swin')])
 def test_downstream_tools_train_test_and_resume(tmp_path, toy_data, task, backbone):
     """mmdet's / mmseg's own train.py, then test.py on the checkpoint train.py wrote, then train.py --resume,
     each in a fresh interpreter with no re-saving step: the config's custom_imports imports swin_backbones,

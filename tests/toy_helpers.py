@@ -19,6 +19,8 @@ TOY_CONFIGS = {
     ('det', 'crossformer'): osp.join(REPO, 'configs/toy/mask-rcnn_crossformer-toy_fpn_toy-coco.py'),
     ('seg', 'swin'): osp.join(REPO, 'configs/toy/upernet_swin-toy_toy-ade.py'),
     ('seg', 'crossformer'): osp.join(REPO, 'configs/toy/upernet_crossformer-toy_toy-ade.py'),
+    ('det', 'swinv2'): osp.join(REPO, 'configs/toy/mask-rcnn_swinv2-toy_fpn_toy-coco.py'),
+    ('seg', 'swinv2'): osp.join(REPO, 'configs/toy/upernet_swinv2-toy_toy-ade.py'),
 }
 
 

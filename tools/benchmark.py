@@ -2,9 +2,11 @@
 
     python tools/benchmark.py --model swin --sizes 800x1333 512x512 --mode forward train
     python tools/benchmark.py --model crossformer --sizes 800x1344 512x512 --mode forward train
+    python tools/benchmark.py --model swinv2 --sizes 800x1333 512x512 --mode forward train
 
 References: mmdet 3.3.0's SwinTransformer for Swin; for CrossFormer, tools/plain_crossformer.py, the
-same function written the way the authors write it (full bias and mask tensors, per-forward bias).
+same function written the way the authors write it (full bias and mask tensors, per-forward bias); for
+SwinV2, the package's own impl='plain'.
 For each size and mode it checks that the outputs agree, then prints the median time over --runs
 runs (after --warmup), the ratio reference / ours (above 1: ours is faster), achieved GFLOP/s (the
 reference's forward FLOPs, tripled for forward+backward, over the time) and the memory of a training
@@ -22,7 +24,7 @@ from mmdet.models.backbones.swin import swin_converter
 from torch.utils.flop_counter import FlopCounterMode
 
 from plain_crossformer import PlainCrossFormer
-from swin_backbones import CrossFormer, SwinTransformer
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -45,7 +47,19 @@ def paired_crossformer(arch: str, impl: str):
     return ours, PlainCrossFormer.from_model(ours), 'plain (authors\' style)'
 
 
+def paired_swinv2(arch: str, impl: str):
+    ours = SwinTransformerV2(arch=arch, drop_path_rate=0.0, impl=impl)
+    ours.init_weights()
+    for name, param in ours.named_parameters():  # zero-initialised res-post-norms would make every block the identity
+        if '.blocks.' in name and '.norm' in name and name.endswith('weight'):
+            torch.nn.init.ones_(param)
+    reference = SwinTransformerV2(arch=arch, drop_path_rate=0.0, impl='plain')
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference, "impl='plain'"
+
+
 PAIRS = {'swin': (paired_swin, ['tiny', 'small', 'base', 'large']),
+         'swinv2': (paired_swinv2, ['tiny', 'small', 'base', 'large']),
          'crossformer': (paired_crossformer, ['tiny', 'small', 'base', 'large', 'pp-small', 'pp-base', 'pp-large'])}
 
 
@@ -117,7 +131,7 @@ def forward_flops(model, x):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='swin', choices=sorted(PAIRS))
-    parser.add_argument('--arch', help='default: tiny for Swin, small for CrossFormer')
+    parser.add_argument('--arch', help='default: tiny for Swin and SwinV2, small for CrossFormer')
     parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
     parser.add_argument('--sizes', nargs='+', default=['800x1333', '512x512'])
     parser.add_argument('--batch', type=int, default=1)
@@ -133,7 +147,7 @@ def main():
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     build, archs = PAIRS[args.model]
-    arch = args.arch or ('tiny' if args.model == 'swin' else 'small')
+    arch = args.arch or ('small' if args.model == 'crossformer' else 'tiny')
     if arch not in archs:
         parser.error(f'--arch for {args.model} must be one of {archs}, got {arch!r}')
     torch.manual_seed(0)

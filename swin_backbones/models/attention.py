@@ -1,4 +1,6 @@
-"""The attention core both backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens.
+"""The attention core the backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens,
+or with ``cosine=True`` (Swin V2's scaled cosine attention) softmax(cos(q, k) * scale + bias + mask) @ v with
+a per-head ``scale``.
 
 Two implementations compute the same function:
 
@@ -12,7 +14,7 @@ Two implementations compute the same function:
 Measured on 2 CPU cores, fp32, one thread: the fused forward is about 2x faster than the plain one for
 49-token Swin windows and about 5x faster for the ~1,000-token CrossFormer long-distance groups.
 """
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,26 +24,49 @@ _BACKWARD_CHUNK_ELEMENTS = 1 << 22
 
 
 def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-                          scale: float) -> torch.Tensor:
+                          scale: Union[float, torch.Tensor], cosine: bool = False) -> torch.Tensor:
     """The 'plain' core up to the softmax: (B * nG, heads, N, N) probabilities, to be multiplied by v.
 
-    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
+    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None; scale: a
+    float, or with ``cosine`` also a (heads, 1, 1) tensor of per-head factors of the cosine similarity.
     """
     groups, heads, length, _ = q.shape
-    attn = (q * scale) @ k.transpose(-2, -1) + bias
+    if cosine:
+        attn = (_unit(q) @ _unit(k).transpose(-2, -1)) * scale + bias
+    else:
+        attn = (q * scale) @ k.transpose(-2, -1) + bias
     if mask is not None:
         attn = attn.view(-1, mask.shape[0], heads, length, length) + mask.unsqueeze(1)
         attn = attn.view(groups, heads, length, length)
     return attn.softmax(dim=-1)
 
 
-def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+                    scale: Union[float, torch.Tensor], cosine: bool = False) -> torch.Tensor:
     """The fused core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
-    bias and mask as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d)."""
+    bias, mask, scale and cosine as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d)."""
+    if cosine:
+        qkv, scale = _scaled_cosine_qkv(qkv, scale), 1.0
     if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad) and qkv.device.type == 'cpu':
         return _RecomputingAttention.apply(qkv, bias, mask, scale)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     return _fused_forward(q, k, v, bias, mask, scale)
+
+
+def _scaled_cosine_qkv(qkv: torch.Tensor, scale: Union[float, torch.Tensor]) -> torch.Tensor:
+    """qkv with q and k normalised and each head's q multiplied by its factor: its dot products are the
+    scaled cosines, so the dot-product kernels compute cosine attention. Differentiable (autograd takes the
+    gradients of the normalisation and of the factors from the kernels' gradient of this tensor)."""
+    q, k, v = qkv.unbind(2)  # each B*nG, N, heads, d
+    if isinstance(scale, torch.Tensor):  # heads, 1, 1 -> heads, 1: broadcasts over (B*nG, N, heads, d)
+        scale = scale.view(-1, 1).to(q.dtype)
+    return torch.stack((_unit(q) * scale, _unit(k), v), dim=2)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """x / max(|x|, eps) along the last axis, as F.normalize with its eps of 1e-12, raised to the smallest normal
+    number of fp16 there: 1e-12 is 0 in fp16, and the zero keys of padded tokens would become NaN."""
+    return F.normalize(x, dim=-1, eps=max(1e-12, torch.finfo(x.dtype).tiny))
 
 
 def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -379,10 +379,11 @@ class CrossFormer(PyramidBackbone):
         return convert_crossformer_state_dict(state_dict)
 
 
-def _per_stage(name: str, value, num_stages: int) -> Tuple[int, ...]:
+def _per_stage(name: str, value, num_stages: int, minimum: int = 1) -> Tuple[int, ...]:
     values = (value,) * num_stages if isinstance(value, int) else tuple(value)
-    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        raise ValueError(f'{name} must be a positive int or one positive int per stage ({num_stages}), got {value!r}')
+    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in values):
+        kind = 'positive int' if minimum == 1 else f'int >= {minimum}'
+        raise ValueError(f'{name} must be a {kind} or one {kind} per stage ({num_stages}), got {value!r}')
     return values
 
 

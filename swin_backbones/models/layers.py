@@ -345,20 +345,28 @@ class MultiHeadGroupAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def attend(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-               residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+               residual: Optional[torch.Tensor] = None, qkv_bias: Optional[torch.Tensor] = None,
+               cosine_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
 
-        Returns the attention output, plus ``residual`` (same shape as x) when given.
+        Returns the attention output, plus ``residual`` (same shape as x) when given. Swin V2 passes
+        ``qkv_bias`` (3C,), the bias of the qkv projection built from its q and v biases, and
+        ``cosine_scale`` (heads, 1, 1): the logits are then cos(q, k) times each head's factor.
         """
         groups, length, channels = x.shape
         onednn = self.fast and onednn_applies(x, self.qkv)
-        qkv = fused_linear(x, self.qkv) if onednn else self.qkv(x)
+        if qkv_bias is not None:
+            qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        else:
+            qkv = fused_linear(x, self.qkv) if onednn else self.qkv(x)
         qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
+        cosine = cosine_scale is not None
+        scale = cosine_scale if cosine else self.scale
         if self.fast and not (self.attn_drop.p > 0 and self.training) and not capturing_graph():
-            x = group_attention(qkv, bias, mask, self.scale)
+            x = group_attention(qkv, bias, mask, scale, cosine)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
-            x = self.attn_drop(plain_attention_probs(q, k, bias, mask, self.scale)) @ v
+            x = self.attn_drop(plain_attention_probs(q, k, bias, mask, scale, cosine)) @ v
         x = x.transpose(1, 2).reshape(groups, length, channels)
         if onednn and not (self.proj_drop.p > 0 and self.training):
             return fused_linear(x, self.proj, residual=residual)
