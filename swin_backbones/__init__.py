@@ -1,10 +1,25 @@
-"""Swin Transformer and CrossFormer backbones for mmdet 3.x and mmsegmentation 1.x."""
+"""Swin Transformer (V1 and V2) and CrossFormer backbones for mmdet 3.x and mmsegmentation 1.x.
+
+Importing the package registers the backbones in mmengine's registry and makes mmengine read local
+checkpoints without running code from them (:func:`use_safe_checkpoint_loading`), which lets mmengine
+0.10 resume and test from its own checkpoints on torch >= 2.6. Set the environment variable
+``SWIN_BACKBONES_SAFE_LOADING=0`` before the import, or call ``use_safe_checkpoint_loading(False)``, to
+leave mmengine's own loader in place.
+"""
 from .api import create_backbone, extract_features, list_backbones
-from .checkpoint import CheckpointError, CheckpointMismatchError
-from .models import CrossFormer, SwinTransformer
+from .checkpoint import (CheckpointError, CheckpointMismatchError, safe_checkpoint_loading_enabled,
+                         safe_loading_requested, use_safe_checkpoint_loading)
 from .convert import convert_checkpoint
+from .export import ExportError, check_onnx, export_onnx
+from .models import CrossFormer, SwinTransformer, SwinTransformerV2
+from .paths import config_path, list_configs, tool_path
 from .registry import MODELS
 
 __version__ = '0.1.0'
-__all__ = ['MODELS', 'SwinTransformer', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
-           'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones']
+__all__ = ['MODELS', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
+           'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones', 'export_onnx',
+           'check_onnx', 'ExportError', 'config_path', 'list_configs', 'tool_path', 'use_safe_checkpoint_loading',
+           'safe_checkpoint_loading_enabled']
+
+if safe_loading_requested():
+    use_safe_checkpoint_loading()

@@ -1,14 +1,16 @@
 """Speed and memory of this package's backbones against a reference with identical weights, in one run.
 
     swin-backbones-benchmark --model swin --grid
-    swin-backbones-benchmark --model crossformer --grid --crossformer-reference CrossFormer/models/crossformer_backbone.py
+    swin-backbones-benchmark --model swinv2 --sizes 800x1333 512x512
+    swin-backbones-benchmark --model crossformer --grid \
+        --crossformer-reference CrossFormer/models/crossformer_backbone.py
     python tools/benchmark.py --model swin --sizes 800x1333 --batch 2 --mode train
 
 References: mmdet 3.3.0's SwinTransformer for Swin. For CrossFormer, the authors' own backbone
 (cheerss/CrossFormer, ``crossformer`` branch, ``models/crossformer_backbone.py``) when ``--crossformer-reference``
 gives its path (it is loaded at run time, with stand-ins for its timm/mmcv 1.x/mmdet 2.x imports; it
 takes sides that are multiples of 32 and the paper's LDA only), else :mod:`swin_backbones.plain_crossformer`,
-the same function written the way the authors write it.
+the same function written the way the authors write it. For Swin V2, the package's own impl='plain'.
 
 For each size, batch and mode it checks that the outputs agree (stops beyond 1e-4 in fp32), then times
 ours and the reference in alternation, --runs times each after --warmup, and prints the fastest run of
@@ -32,14 +34,15 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import CrossFormer, SwinTransformer
+from .models import CrossFormer, SwinTransformer, SwinTransformerV2
 from .models import kernels
 from .models.layers import DropPath
 from .plain_crossformer import PlainCrossFormer
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # The --grid sizes: the authors' CrossFormer code takes multiples of 32 only, so its detection size is 800x1344.
-GRID_SIZES = {'swin': ('512x512', '800x1333'), 'crossformer': ('512x512', '800x1344')}
+GRID_SIZES = {'swin': ('512x512', '800x1333'), 'swinv2': ('512x512', '800x1333'),
+              'crossformer': ('512x512', '800x1344')}
 GRID_BATCHES = (1, 2)
 MODES = ('forward', 'train')
 FP32_TOLERANCE = 1e-4
@@ -68,7 +71,19 @@ def paired_crossformer(arch: str, impl: str, save_memory: bool = False, referenc
     return ours, authors_crossformer(reference_path, ours), f'the authors\' code ({reference_path})'
 
 
+def paired_swinv2(arch: str, impl: str, save_memory: bool = False, reference_path: Optional[str] = None):
+    ours = SwinTransformerV2(arch=arch, drop_path_rate=0.0, impl=impl, save_memory=save_memory)
+    ours.init_weights()
+    for name, param in ours.named_parameters():  # zero-initialised res-post-norms would make every block the identity
+        if '.blocks.' in name and '.norm' in name and name.endswith('weight'):
+            torch.nn.init.ones_(param)
+    reference = SwinTransformerV2(arch=arch, drop_path_rate=0.0, impl='plain')
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference, "impl='plain'"
+
+
 PAIRS = {'swin': (paired_swin, ['tiny', 'small', 'base', 'large']),
+         'swinv2': (paired_swinv2, ['tiny', 'small', 'base', 'large']),
          'crossformer': (paired_crossformer, ['tiny', 'small', 'base', 'large', 'pp-small', 'pp-base', 'pp-large'])}
 
 # Imports of the authors' CrossFormer backbone that today's timm / mmcv 2 / mmdet 3 no longer provide.
@@ -214,7 +229,7 @@ def _kernel_choices() -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='swin', choices=sorted(PAIRS))
-    parser.add_argument('--arch', help='default: tiny for Swin, small for CrossFormer')
+    parser.add_argument('--arch', help='default: tiny for Swin and SwinV2, small for CrossFormer')
     parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
     parser.add_argument('--save-memory', action='store_true', help="our backbone's save_memory option")
     parser.add_argument('--grid', action='store_true',
@@ -238,7 +253,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.crossformer_reference and args.model != 'crossformer':
         parser.error('--crossformer-reference is for --model crossformer')
-    arch = args.arch or ('tiny' if args.model == 'swin' else 'small')
+    arch = args.arch or ('small' if args.model == 'crossformer' else 'tiny')
     if arch not in PAIRS[args.model][1]:
         parser.error(f'--arch for {args.model} must be one of {PAIRS[args.model][1]}, got {arch!r}')
     args.arch = arch

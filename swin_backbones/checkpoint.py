@@ -8,6 +8,13 @@ pickle through ``builtins.getattr``) and numpy arrays. Those files are read by
 array reconstructors, mmengine's ``HistoryBuffer`` and ``getattr`` limited to that class's statistics
 methods, so resuming a run restores its history too. Anything else is refused unless the caller
 passes ``weights_only=False`` for a file they trust.
+
+mmengine 0.10 reads local checkpoints with ``torch.load``'s default, which since torch 2.6 is
+``weights_only=True`` and refuses the checkpoints mmengine's runner itself writes, so resuming and
+testing a trained model fail. Importing ``swin_backbones`` (which the configs do through
+``custom_imports``) makes :func:`load_from_local_safely` mmengine's loader for local files, unless the
+environment variable ``SWIN_BACKBONES_SAFE_LOADING`` is ``0``; :func:`use_safe_checkpoint_loading`
+turns it on or off in a running process.
 """
 import importlib
 import logging
@@ -20,8 +27,12 @@ import torch
 from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'extract_state_dict',
-           'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly']
+from .files import atomic_output
+
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights',
+           'extract_state_dict', 'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly',
+           'SAFE_LOADING_ENV', 'safe_loading_requested', 'use_safe_checkpoint_loading',
+           'safe_checkpoint_loading_enabled', 'load_from_local_safely', 'publish_checkpoint']
 
 # numpy's reconstructors of arrays, scalars and dtypes: they build data and call nothing else.
 _NUMPY_DATA_GLOBALS = {
@@ -116,8 +127,8 @@ def read_checkpoint(path: str, weights_only: bool = True, map_location='cpu'):
         f'refusing to load {path}: it needs arbitrary unpickling of {", ".join(unsafe) or "unknown objects"}, '
         'which can run code. If you trust this file, pass weights_only=False (in a config: '
         "init_cfg=dict(type='Pretrained', checkpoint=..., weights_only=False); "
-        'with tools/convert_checkpoint.py: --no-weights-only) and re-save it with '
-        'tools/convert_checkpoint.py so that it loads safely from then on.')
+        'with swin-backbones-convert / tools/convert_checkpoint.py: --no-weights-only) and re-save it with '
+        'that converter so that it loads safely from then on.')
 
 
 def _unreadable(path: str, error: Exception) -> CheckpointError:
@@ -131,6 +142,31 @@ def _unsafe_globals(path: str, error: Exception) -> List[str]:
                 for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
     except Exception as inspect_error:
         raise _unreadable(path, error) from inspect_error
+
+
+# What a whole-model state dict holds besides ``backbone.*``, by the top-level prefixes of its other parts.
+# Checked in this order: segmentors and detectors may have a neck; mmpretrain's classifiers name theirs 'head'.
+_WHOLE_MODEL_KINDS = (
+    ('a segmentor', ('decode_head.', 'auxiliary_head.')),
+    ('a detector', ('rpn_head.', 'roi_head.', 'bbox_head.', 'mask_head.', 'neck.')),
+    ('an mmpretrain classifier', ('head.', 'data_preprocessor.')),
+)
+
+
+def read_backbone_weights(path: str, prefix: Optional[str] = None,
+                          weights_only: bool = True) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The backbone's tensors in a checkpoint file (see :func:`extract_state_dict`) and, for messages, where
+    they came from: 'a backbone checkpoint', 'the backbone of a detector checkpoint' (or segmentor, or
+    mmpretrain classifier), or 'the keys under PREFIX'."""
+    whole = unwrap_state_dict(read_checkpoint(path, weights_only=weights_only))
+    if prefix is not None:
+        return extract_state_dict(whole, prefix=prefix), f'the keys under {prefix!r}'
+    if not whole_model_prefix(whole):
+        return whole, 'a backbone checkpoint'
+    others = [key for key in whole if not key.startswith('backbone.')]
+    kind = next((name for name, prefixes in _WHOLE_MODEL_KINDS if any(key.startswith(prefixes) for key in others)),
+                'a whole model')
+    return extract_state_dict(whole), f'the backbone of {kind} checkpoint'
 
 
 def extract_state_dict(checkpoint, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
@@ -209,3 +245,67 @@ def load_state_dict_exactly(module: torch.nn.Module, state_dict: Dict[str, torch
         raise CheckpointError(f'{source} has non-finite values (NaN or inf) in {_listed(non_finite)}')
     module.load_state_dict(state_dict, strict=False)
     return tuple(key for key in own if key not in state_dict)
+
+
+# ------------------------------------------------------------------------ mmengine's local loader
+SAFE_LOADING_ENV = 'SWIN_BACKBONES_SAFE_LOADING'
+_OFF = ('0', 'false', 'no', 'off')
+_replaced_local_loader = None  # what use_safe_checkpoint_loading(False) puts back
+
+
+def load_from_local_safely(filename: str, map_location=None):
+    """mmengine's loader for local checkpoint files, reading them with :func:`read_checkpoint`.
+
+    mmengine names a loader in its log by the function name after ``load_from_``: runs that use this
+    one log 'Loads checkpoint by local_safely backend from path: ...'.
+    """
+    return read_checkpoint(os.path.expanduser(filename), map_location=map_location)
+
+
+def safe_loading_requested() -> bool:
+    """False when the environment variable ``SWIN_BACKBONES_SAFE_LOADING`` is 0 / false / no / off."""
+    return os.environ.get(SAFE_LOADING_ENV, '1').strip().lower() not in _OFF
+
+
+def _local_loader():
+    from mmengine.runner.checkpoint import CheckpointLoader
+    return CheckpointLoader._schemes.get('')
+
+
+def safe_checkpoint_loading_enabled() -> bool:
+    """Whether mmengine reads local checkpoints with :func:`load_from_local_safely`."""
+    return _local_loader() is load_from_local_safely
+
+
+def use_safe_checkpoint_loading(enabled: bool = True) -> None:
+    """Makes mmengine read local checkpoints with :func:`load_from_local_safely` (``enabled=True``), or
+    puts back the loader that was there before (mmengine's own ``load_from_local``); for this process.
+
+    Importing the package calls ``use_safe_checkpoint_loading()`` unless ``SWIN_BACKBONES_SAFE_LOADING=0``.
+    """
+    global _replaced_local_loader
+    from mmengine.runner.checkpoint import CheckpointLoader, load_from_local
+    current = _local_loader()
+    if enabled and current is not load_from_local_safely:
+        _replaced_local_loader = current
+        CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_safely, force=True)
+    elif not enabled and current is load_from_local_safely:
+        CheckpointLoader.register_scheme(prefixes='', loader=_replaced_local_loader or load_from_local, force=True)
+
+
+def publish_checkpoint(source: str, destination: str) -> dict:
+    """Writes the weights and ``meta`` of a training checkpoint (no optimizer, schedulers or MessageHub)
+    to ``destination``, a file that ``torch.load(weights_only=True)`` reads anywhere; returns what it wrote.
+
+    The source is read without running code from it; the destination is written atomically.
+    """
+    checkpoint = read_checkpoint(source)
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get('state_dict'), Mapping):
+        raise CheckpointError(f'{source} has no state_dict: not a checkpoint written by mmengine')
+    if os.path.exists(destination) and os.path.samefile(source, destination):
+        raise ValueError(f'refusing to overwrite the input checkpoint {source}; choose another destination')
+    published = {'meta': checkpoint.get('meta', {}), 'state_dict': checkpoint['state_dict']}
+    with atomic_output(destination, suffix='.pth') as temporary:
+        torch.save(published, temporary)
+        torch.load(temporary, map_location='cpu', weights_only=True)  # what every loader can read
+    return published

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from swin_backbones import SwinTransformer
+from swin_backbones import SwinTransformer, SwinTransformerV2
 from swin_backbones.api import create_backbone, extract_features, list_backbones, load_image
 from swin_backbones.visualization import principal_components_rgb
 
-from .conftest import randomize_
+from .conftest import assert_close, randomize_
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -45,6 +45,21 @@ def test_names_and_overrides():
         create_backbone('swin-t', init_cfg=dict(type='Pretrained', checkpoint='x'))
 
 
+def test_swinv2_names_windows_and_features(tmp_path):
+    names = list_backbones()
+    assert names[4:8] == ['swinv2-t', 'swinv2-s', 'swinv2-b', 'swinv2-l']
+    model = randomize_(create_backbone('swinv2-t', drop_path_rate=0.0), seed=3)
+    assert isinstance(model, SwinTransformerV2) and not model.training and model.window_sizes == (8,) * 4
+    torch.save({'model': model.state_dict()}, tmp_path / 'swinv2.pth')
+    other_window = create_backbone('swinv2-t', checkpoint=tmp_path / 'swinv2.pth', window_size=16,
+                                   pretrained_window_sizes=8, out_indices=(1, 3))
+    assert other_window.window_sizes == (16,) * 4 and other_window.out_indices == (1, 3)
+    pixels = torch.randint(0, 256, (3, 97, 131), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    pyramid, = extract_features(model, [pixels])
+    expected = direct(model, pixels.float())
+    assert pyramid.keys() == expected.keys() and all(torch.equal(pyramid[s], expected[s]) for s in pyramid)
+
+
 def test_create_backbone_loads_a_checkpoint_in_any_layout(backbone, tmp_path):
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in backbone.state_dict().items()}}, tmp_path / 'det.pth')
     loaded = create_backbone('swin-t', checkpoint=tmp_path / 'det.pth')
@@ -72,7 +87,7 @@ def test_mixed_inputs_of_different_sizes_equal_running_each_alone(backbone, tmp_
         assert sorted(pyramid) == [4, 8, 16, 32]
         for stride in expected:
             assert pyramid[stride].shape == expected[stride].shape
-            assert (pyramid[stride] - expected[stride]).abs().max() <= 1e-5
+            assert_close(pyramid[stride], expected[stride])
 
 
 def test_options_mean_std_dtype_and_out_indices():
@@ -82,7 +97,7 @@ def test_options_mean_std_dtype_and_out_indices():
     assert sorted(pyramid) == [8, 32]
     with torch.no_grad():
         expected = model(image.unsqueeze(0))
-    assert torch.allclose(pyramid[8], expected[0], atol=1e-5)
+    assert_close(pyramid[8], expected[0])
     low_precision = extract_features(model, image, mean=(0, 0, 0), std=(255, 255, 255), dtype=torch.bfloat16)[0]
     assert low_precision[8].dtype == torch.float32
     assert (low_precision[8] - expected[0]).abs().max() < 0.5  # bf16 keeps about 3 significant digits

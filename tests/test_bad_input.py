@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from swin_backbones import CrossFormer, SwinTransformer
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 BACKBONES = {
     'swin': lambda **overrides: SwinTransformer(**{**SMALL, **overrides}),
+    'swinv2': lambda **overrides: SwinTransformerV2(**{**SMALL, **overrides}),
     'crossformer': lambda **overrides: CrossFormer(**{**SMALL, **overrides}),
 }
 
@@ -28,6 +29,37 @@ BACKBONES = {
 def test_bad_inputs_are_named(backbone, x, error, message):
     with pytest.raises(error, match=message):
         BACKBONES[backbone]()(x)
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('input_dtype, model_dtype', [(torch.float64, torch.float32), (torch.bfloat16, torch.float32),
+                                                      (torch.float32, torch.bfloat16)])
+def test_input_dtype_other_than_the_parameters_is_named(backbone, input_dtype, model_dtype):
+    model = BACKBONES[backbone]().to(model_dtype).eval()
+    x = torch.zeros(1, 3, 32, 32, dtype=input_dtype)
+    message = (f'{type(model).__name__} got a {input_dtype} input but its parameters are {model_dtype}; '
+               f'cast the input \\(x.to\\({model_dtype}\\)\\) or the model \\(model.to\\({input_dtype}\\)\\), '
+               'or run it under torch.autocast')
+    with pytest.raises(TypeError, match=message):
+        model(x)
+    with torch.no_grad():
+        assert model(x.to(model_dtype))[0].dtype == model_dtype  # either fix works
+        assert model.to(input_dtype)(x)[0].dtype == input_dtype
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_autocast_accepts_half_inputs_but_names_float64(backbone):
+    model = BACKBONES[backbone]().eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert model(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16))[0].dtype == torch.bfloat16
+        with pytest.raises(TypeError, match='torch.float64 input .* autocast does not cast float64 inputs'):
+            model(torch.zeros(1, 3, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_input_on_another_device_is_named(backbone):
+    with pytest.raises(ValueError, match="got an input on meta but its parameters are on cpu; move one of them"):
+        BACKBONES[backbone]()(torch.zeros(1, 3, 32, 32, device='meta'))
 
 
 @pytest.mark.parametrize('backbone', BACKBONES)
@@ -75,7 +107,16 @@ def test_bad_crossformer_arguments_are_named(kwargs, message):
     (dict(window_size=0), 'window_size must be a positive int'),
     (dict(window_size=-3), 'window_size must be a positive int'),
     (dict(strides=(4, 2, 1, 2)), 'strides'),
+    (dict(pretrain_img_size=(224, 224, 224)), 'pretrain_img_size must be a positive int or a pair'),
+    (dict(pretrain_img_size=(224, 224, 224), use_abs_pos_embed=True), 'pretrain_img_size'),
+    (dict(pretrain_img_size=0), 'pretrain_img_size'),
+    (dict(pretrain_img_size=(224.0, 224)), 'pretrain_img_size'),
 ])
 def test_bad_swin_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BACKBONES['swin'](**kwargs)
+
+
+@pytest.mark.parametrize('size, grid', [(224, (56, 56)), ((224,), (56, 56)), ((96, 160), (24, 40)), ([96, 160], (24, 40))])
+def test_pretrain_img_size_forms(size, grid):
+    assert BACKBONES['swin'](pretrain_img_size=size, use_abs_pos_embed=True).pos_embed_grid == grid

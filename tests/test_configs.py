@@ -54,15 +54,26 @@ UNPUBLISHED = [
     'crossformer/mask-rcnn_crossformer-pp-s-g7_fpn_1x_coco.py',
     'crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
 ]
+# SwinV2 has no published Mask R-CNN or UperNet counts: these are the counts of the models as built (whole
+# model, backbone), the numbers the README lists. The backbones equal mmpretrain 1.2.0's SwinTransformerV2
+# with its four output norms (tiny 27,579,498).
+SWINV2 = [
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py', 47_853_402, 27_579_498),
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py', 47_853_402, 27_579_498),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_1x_coco.py', 69_234_666, 48_960_762),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-3x_coco.py', 69_234_666, 48_960_762),
+    ('swinv2/swinv2-tiny-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 60_000_662, 27_579_498),
+    ('swinv2/swinv2-base-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 121_430_308, 86_895_608),
+]
 TOY = sorted(osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, 'toy', '*.py')))
 
 
 
 def test_every_config_is_listed():
-    listed = {name for name, _ in PUBLISHED} | set(UNPUBLISHED) | set(TOY)
+    listed = {name for name, _ in PUBLISHED} | set(UNPUBLISHED) | {name for name, _, _ in SWINV2} | set(TOY)
     found = {osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, '*', '*.py'))}
     assert found == listed
-    assert len(TOY) == 4
+    assert len(TOY) == 6
 
 
 @pytest.mark.parametrize('name, millions', [pytest.param(n, m, id=osp.basename(n))
@@ -82,6 +93,18 @@ def test_crossformer_pp_configs_build(name):
     assert any(n.endswith('ex_conv.weight') for n, _ in backbone.named_parameters())  # ACL blocks
 
 
+@pytest.mark.parametrize('name, total, backbone', [pytest.param(*case, id=osp.basename(case[0])) for case in SWINV2])
+def test_swinv2_configs_build_with_their_parameter_counts(name, total, backbone):
+    cfg = load(name)
+    model = build(cfg)
+    assert type(model.backbone).__name__ == 'SwinTransformerV2'
+    assert (count_parameters(model), count_parameters(model.backbone)) == (total, backbone)
+    assert model.backbone.window_sizes == (16,) * 4 and model.backbone.pretrained_window_sizes == (8,) * 4
+    assert cfg.model.backbone.init_cfg is None  # load() drops the authors' checkpoint
+    checkpoint = Config.fromfile(config_path(name)).model.backbone.init_cfg.checkpoint
+    assert checkpoint == f'checkpoints/swinv2_{model.backbone.arch}_patch4_window8_256.pth'
+
+
 # ------------------------------------------------------------------------------------------ recipes
 def _scheduler(cfg, kind):
     found = [s for s in cfg.param_scheduler if s.type == kind]
@@ -97,6 +120,10 @@ def _scheduler(cfg, kind):
     ('crossformer/mask-rcnn_crossformer-s-g7_fpn_ms-crop-3x_coco.py', 36, [27, 33], 500, 1e-4, 0.2),
     ('crossformer/mask-rcnn_crossformer-b-g7_fpn_1x_coco.py', 12, [8, 11], 500, 1e-4, 0.3),
     ('crossformer/mask-rcnn_crossformer-pp-s-g7_fpn_1x_coco.py', 12, [8, 11], 500, 1e-4, 0.2),
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py', 12, [8, 11], 1000, 0.05, 0.2),
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py', 36, [27, 33], 1000, 0.05, 0.2),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_1x_coco.py', 12, [8, 11], 1000, 0.05, 0.2),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-3x_coco.py', 36, [27, 33], 1000, 0.05, 0.2),
 ])
 def test_detection_recipe(name, epochs, steps, warmup, weight_decay, drop_path):
     cfg = Config.fromfile(config_path(name))
@@ -124,6 +151,8 @@ def test_detection_recipe(name, epochs, steps, warmup, weight_decay, drop_path):
     ('crossformer/crossformer-b-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
     ('crossformer/crossformer-l-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.5),
     ('crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.2),
+    ('swinv2/swinv2-tiny-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
+    ('swinv2/swinv2-base-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 0.3),
 ])
 def test_segmentation_recipe(name, drop_path):
     cfg = Config.fromfile(config_path(name))
@@ -175,6 +204,23 @@ def test_swin_weight_decay_exemptions():
     assert free == norms | tables
     assert len(tables) == sum(cfg.model.backbone.get('depths') or (2, 2, 6, 2))
     assert 'backbone.layers.0.blocks.0.attn.qkv.weight' not in free
+
+
+@pytest.mark.parametrize('name', ['swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py',
+                                  'swinv2/swinv2-tiny-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                                  'toy/mask-rcnn_swinv2-toy_fpn_toy-coco.py'])
+def test_swinv2_weight_decay_exemptions(name):
+    """The authors' decay-free SwinV2 parameters (position bias MLP, logit scales) and every backbone norm."""
+    cfg = load(name)
+    model = build(cfg)
+    free, decays = _decay_free(cfg, model)
+    assert decays == {cfg.optim_wrapper.optimizer.weight_decay}
+    norms = {f'backbone.{n}.{p}' for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.LayerNorm)
+             for p in ('weight', 'bias')}
+    position = {n for n, _ in model.named_parameters() if '.cpb_mlp.' in n or n.endswith('.logit_scale')}
+    assert len(position) == 4 * sum(model.backbone.depths)  # per block: the MLP's two weights and bias, the scale
+    assert free == norms | position
+    assert 'backbone.layers.0.blocks.0.attn.q_bias' not in free
 
 
 def test_crossformer_weight_decay_exemptions():

@@ -12,10 +12,9 @@ import swin_backbones
 from swin_backbones import CheckpointMismatchError, CrossFormer, SwinTransformer
 from swin_backbones.models.crossformer import convert_crossformer_state_dict, detect_crossformer_layout
 
-from .conftest import max_abs_diff, randomize_
+from .conftest import assert_close, max_abs_diff, randomize_, scaled_diff
 from .crossformer_reference import reference_forward
 
-TOLERANCE = 1e-4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small models that keep every feature: SDA and LDA in every stage, and for ++ one ACL block (stage 3, j=2).
@@ -73,7 +72,7 @@ def test_matches_reference(case):
     with torch.no_grad():
         outs = model(x)
         expected = reference_forward(model.state_dict(), cfg, x)
-    assert max_abs_diff(outs, expected) <= TOLERANCE
+    assert_close(outs, expected)
 
 
 # The published architectures at 224 x 224 with their default (detection) settings, configured from SPEC §3.
@@ -91,7 +90,7 @@ def test_full_arch_matches_reference(arch):
     with torch.no_grad():
         outs = model(x)
         expected = reference_forward(model.state_dict(), reference_cfg(structure, lda, acl), x)
-    assert max_abs_diff(outs, expected) <= TOLERANCE
+    assert_close(outs, expected)
 
 
 # ------------------------------------------------------------------------------- any input size
@@ -136,8 +135,8 @@ def test_no_leakage_across_the_batch(backbone):
         batched = model(x)
         alone = [model(x[i:i + 1]) for i in range(3)]
     for i in range(3):
-        assert max_abs_diff([out[i:i + 1] for out in batched], alone[i]) <= 1e-5
-    assert max_abs_diff(alone[0], alone[1]) > 1e-2  # the images do differ
+        assert_close([out[i:i + 1] for out in batched], alone[i])
+    assert scaled_diff(alone[0], alone[1]) > 1e-2  # the images do differ
 
 
 # -------------------------------------------------------------------------- architectures, layout
@@ -305,7 +304,7 @@ def test_group_size_and_interval_may_differ_from_pretraining(tmp_path):
     x = image(1, 3, 64, 96)
     cfg = reference_cfg(SMALL_PP, 'pp', True, settings['group_size'], settings['crs_interval'], adaptive=True)
     with torch.no_grad():
-        assert max_abs_diff(model(x), reference_forward(source.state_dict(), cfg, x)) <= TOLERANCE
+        assert_close(model(x), reference_forward(source.state_dict(), cfg, x))
 
 
 def test_pretrained_argument_is_deprecated_but_works(tmp_path):
@@ -411,10 +410,10 @@ def test_gradient_checkpointing_gives_equal_outputs_and_gradients(kwargs, monkey
         sum((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() for out in outs).backward()
         results.append((outs, {name: p.grad for name, p in model.named_parameters()}))
     assert calls == [False] * sum(kwargs['depths'])
-    assert max_abs_diff(results[0][0], results[1][0]) <= 1e-6
+    assert_close(results[0][0], results[1][0])
     grads_plain, grads_cp = results[0][1], results[1][1]
     assert all(grad is not None for grad in grads_cp.values())
-    assert max((grads_plain[k] - grads_cp[k]).abs().max().item() for k in grads_plain) <= 1e-5
+    assert_close([grads_plain[k] for k in grads_plain], [grads_cp[k] for k in grads_plain])
 
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 2])

@@ -24,10 +24,18 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert metrics[key] is not None and 0 <= metrics[key] <= 1, (key, metrics)
         assert f'{key:<14} {metrics[key]:.3f}' in log
     assert metrics['aAcc'] > 0.5  # even 8 iterations learn that most pixels are background
+    sizes = {}
     for name, path in results['pictures'].items():
         assert path in log
         with Image.open(path) as picture:
-            assert picture.format == 'PNG' and picture.width > 600 and picture.height > 250, name
+            assert picture.format == 'PNG', name
+            sizes[name] = picture.size
+    # Predictions: 4 validation images, one per row, ground truth beside prediction, each 3 x 128 px.
+    for name in ('detections', 'segmentations'):
+        width, height = sizes[name]
+        assert width == 3 * 10 + 2 * 3 * 128 and height > 4 * 3 * 128, (name, sizes[name])
+    # Pyramids: a row per backbone, the input and 4 levels.
+    assert sizes['pyramids'][0] > 5 * 192 and 2 * 192 < sizes['pyramids'][1] < 3 * 192
     # The training logs and checkpoints stay in the work dir.
     assert (work_dir / 'mask-rcnn_swin' / 'iter_8.pth').is_file()
     assert (work_dir / 'upernet_crossformer' / 'iter_8.pth').is_file()

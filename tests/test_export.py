@@ -1,4 +1,4 @@
-"""ONNX export (tools/export_onnx.py) and torch.compile with dynamic shapes.
+"""ONNX export (swin_backbones.export, tools/export_onnx.py) and torch.compile with dynamic shapes.
 
 Every exported model is traced at one size and run in onnxruntime at others, batch sizes included,
 against the PyTorch backbone: 256 x 320 pads only in the attention layouts, 289 x 353 pads the image and
@@ -15,12 +15,16 @@ pytest.importorskip('onnxruntime', reason='the ONNX export tests need onnxruntim
 
 from swin_backbones.models.crossformer import CrossFormer  # noqa: E402
 from swin_backbones.models.swin import SwinTransformer  # noqa: E402
+from swin_backbones.models.swinv2 import SwinTransformerV2  # noqa: E402
 
-from .conftest import max_abs_diff, randomize_  # noqa: E402
-from .toy_helpers import TOY_CONFIGS, tools_module  # noqa: E402
+from .conftest import assert_close, randomize_, randomize_swinv2_  # noqa: E402
+from swin_backbones import export as export_onnx  # noqa: E402
+from swin_backbones.cli import export_onnx as export_cli  # noqa: E402
 
-export_onnx = tools_module('export_onnx')
-TOLERANCE = 1e-4
+from .toy_helpers import TOY_CONFIGS  # noqa: E402
+
+# onnxruntime's kernels round differently from PyTorch's: measured <= 2.4e-6 of the output magnitude.
+ONNX_REL = 2e-5
 TRACE_SIZE = (300, 262)
 SIZES = [(2, 256, 320), (1, 289, 353)]  # (batch, height, width)
 
@@ -28,25 +32,31 @@ TINY = {
     'swin': lambda: SwinTransformer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
     'swin-abs-pos': lambda: SwinTransformer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
                                             use_abs_pos_embed=True, out_indices=(1, 3)),
+    'swinv2': lambda: SwinTransformerV2(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                                        window_size=(8, 8, 12, 4), pretrained_window_sizes=(0, 6, 8, 0)),
     'crossformer': lambda: CrossFormer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
     'crossformer-pp-adaptive': lambda: CrossFormer(embed_dims=32, depths=(4, 2, 2, 2), num_heads=(1, 2, 4, 8),
                                                    lda_type='pp', use_acl=True, adaptive_interval=True),
 }
 # Sizes only some backbones take: Swin any size; CrossFormer exactly its minimum, and taller than wide
 # (CrossFormer++'s adaptive interval follows the longer side).
-EXTRA_SIZES = {'swin': [(3, 33, 47), (1, 1, 1)], 'swin-abs-pos': [(1, 224, 224)],
+EXTRA_SIZES = {'swin': [(3, 33, 47), (1, 1, 1)], 'swin-abs-pos': [(1, 224, 224)], 'swinv2': [(3, 33, 47), (1, 1, 1)],
                'crossformer': [(3, 225, 225)], 'crossformer-pp-adaptive': [(1, 385, 257)]}
+
+
+def randomized(model):
+    return (randomize_swinv2_ if isinstance(model, SwinTransformerV2) else randomize_)(model)
 
 
 def tiny_backbone(kind: str):
     torch.manual_seed(0)
     model = TINY[kind]()
     model.init_weights()
-    return randomize_(model).eval()
+    return randomized(model).eval()
 
 
 def onnx_parity(path, backbone, sizes):
-    """Max abs difference between onnxruntime and PyTorch at each (batch, height, width)."""
+    """onnxruntime against PyTorch relative to the output magnitude, at each (batch, height, width)."""
     return {size: max(export_onnx.check_onnx(path, backbone, [size[1:]], batch=size[0])[0][1]) for size in sizes}
 
 
@@ -56,12 +66,12 @@ def test_onnx_export_matches_pytorch_at_other_sizes(kind, tmp_path):
     path = str(tmp_path / 'model.onnx')
     export_onnx.export_onnx(backbone, path, sample_size=TRACE_SIZE)
     diffs = onnx_parity(path, backbone, SIZES + EXTRA_SIZES[kind])
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 # Sizes at which nothing pads (image, windows, groups, merges): a shortcut for "no padding" taken while
 # tracing would be frozen into the graph and break every padded size.
-UNPADDED_TRACE_SIZE = {'swin': (224, 224), 'crossformer': (448, 448)}
+UNPADDED_TRACE_SIZE = {'swin': (224, 224), 'swinv2': (384, 384), 'crossformer': (448, 448)}
 
 
 @pytest.mark.parametrize('kind', list(UNPADDED_TRACE_SIZE))
@@ -70,7 +80,7 @@ def test_onnx_export_traced_without_padding_runs_padded_sizes(kind, tmp_path):
     path = str(tmp_path / 'model.onnx')
     export_onnx.export_onnx(backbone, path, sample_size=UNPADDED_TRACE_SIZE[kind])
     diffs = onnx_parity(path, backbone, [(1, 289, 353), (2,) + UNPADDED_TRACE_SIZE[kind]])
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 def test_onnx_export_names_dynamic_axes_and_outputs(tmp_path):
@@ -89,13 +99,13 @@ def test_onnx_export_names_dynamic_axes_and_outputs(tmp_path):
         assert dims[0].dim_param == 'batch' and dims[2].dim_param and dims[3].dim_param
 
 
-@pytest.mark.parametrize('name', ['swin-t', 'crossformer-s'])
+@pytest.mark.parametrize('name', ['swin-t', 'swinv2-t', 'crossformer-s'])
 def test_onnx_export_of_the_published_structures(name, tmp_path):
-    backbone = randomize_(export_onnx.build_backbone(name))
+    backbone = randomized(export_onnx.build_backbone(name))
     path = str(tmp_path / f'{name}.onnx')
     export_onnx.export_onnx(backbone, path)  # traced at the default 289 x 353
     diffs = onnx_parity(path, backbone, [(1, 256, 320), (1, 321, 257)])
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 # Two stages (blocks with and without shift / SDA and LDA, one merge): the torch.export-based exporter
@@ -103,6 +113,8 @@ def test_onnx_export_of_the_published_structures(name, tmp_path):
 TWO_STAGE = {
     'swin': lambda: SwinTransformer(embed_dims=32, depths=(2, 2), num_heads=(1, 2), strides=(4, 2),
                                     out_indices=(0, 1)),
+    'swinv2': lambda: SwinTransformerV2(embed_dims=32, depths=(2, 2), num_heads=(1, 2), window_size=8,
+                                        pretrained_window_sizes=(6, 0), out_indices=(0, 1)),
     'crossformer': lambda: CrossFormer(embed_dims=32, depths=(2, 2), num_heads=(1, 2), group_size=7,
                                        crs_interval=(8, 4), out_indices=(0, 1)),
 }
@@ -112,7 +124,7 @@ def two_stage_backbone(kind: str):
     torch.manual_seed(0)
     model = TWO_STAGE[kind]()
     model.init_weights()
-    return randomize_(model).eval()
+    return randomized(model).eval()
 
 
 @pytest.mark.slow
@@ -124,7 +136,7 @@ def test_dynamo_onnx_export_matches_pytorch(kind, tmp_path):
     path = str(tmp_path / 'model.onnx')
     export_onnx.export_onnx(backbone, path, sample_size=TRACE_SIZE, exporter='dynamo')
     diffs = onnx_parity(path, backbone, SIZES)
-    assert max(diffs.values()) <= TOLERANCE, diffs
+    assert max(diffs.values()) <= ONNX_REL, diffs
 
 
 # ------------------------------------------------------------------------------ minimum size, CLI
@@ -149,7 +161,7 @@ def test_crossformer_export_below_the_minimum_size_is_refused(tmp_path):
 def test_cli_exports_a_config_and_checks_it(tmp_path, capsys):
     output = str(tmp_path / 'out' / 'crossformer.onnx')
     config = TOY_CONFIGS[('seg', 'crossformer')]
-    assert export_onnx.main([config, output, '--set', 'out_indices=1,3', '--check']) == 0
+    assert export_cli.main([config, output, '--set', 'out_indices=1,3', '--check']) == 0
     printed = capsys.readouterr().out
     assert 'check 289 x 353' in printed and 'check 324 x 380' in printed
     assert 'stride8, stride32' in printed and 'valid for H, W >= 225' in printed
@@ -161,28 +173,28 @@ def test_cli_exports_a_config_and_checks_it(tmp_path, capsys):
     assert os.stat(output).st_mode == os.stat(tmp_path / 'plain').st_mode  # not mkstemp's 0600
 
     mtime = os.stat(output).st_mtime_ns
-    assert export_onnx.main([config, output]) == 1
+    assert export_cli.main([config, output]) == 1
     assert 'exists; pass --force' in capsys.readouterr().err
     assert os.stat(output).st_mtime_ns == mtime
-    assert export_onnx.main([config, output, '--force', '--sample-size', '200x300']) == 1
+    assert export_cli.main([config, output, '--force', '--sample-size', '200x300']) == 1
     assert 'at least 225 x 225' in capsys.readouterr().err
     assert os.stat(output).st_mtime_ns == mtime
 
 
 def test_cli_writes_nothing_when_the_check_fails(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(export_onnx, 'check_onnx', lambda path, backbone, sizes: [((64, 64), [0.5] * 4)])
+    monkeypatch.setattr(export_cli, 'check_onnx', lambda path, backbone, sizes: [((64, 64), [0.5] * 4)])
     output = tmp_path / 'swin.onnx'
-    assert export_onnx.main([TOY_CONFIGS[('seg', 'swin')], str(output), '--check']) == 1
+    assert export_cli.main([TOY_CONFIGS[('seg', 'swin')], str(output), '--check']) == 1
     assert 'exceeds the tolerance' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 
 def test_cli_rejects_unknown_backbones_and_configs(tmp_path, capsys):
-    assert export_onnx.main(['swin-xxl', str(tmp_path / 'a.onnx')]) == 1
+    assert export_cli.main(['swin-xxl', str(tmp_path / 'a.onnx')]) == 1
     assert 'unknown backbone' in capsys.readouterr().err
-    assert export_onnx.main([str(tmp_path / 'missing.py'), str(tmp_path / 'a.onnx')]) == 1
+    assert export_cli.main([str(tmp_path / 'missing.py'), str(tmp_path / 'a.onnx')]) == 1
     assert 'does not exist' in capsys.readouterr().err
-    assert export_onnx.main(['swin-t', str(tmp_path / 'a.onnx'), '--set', 'window_size=-1']) == 1
+    assert export_cli.main(['swin-t', str(tmp_path / 'a.onnx'), '--set', 'window_size=-1']) == 1
     assert 'window_size' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
@@ -191,7 +203,8 @@ def test_cli_rejects_unknown_backbones_and_configs(tmp_path, capsys):
 # Sizes that pad in every attention layout: whether a layout pads decides whether its cropped output
 # is contiguous, which dynamo guards on (one more compilation, the same outputs). At 256 x 320 CrossFormer's
 # first LDA (interval 8 on a 64 x 80 map) does not pad, hence 257 x 321.
-COMPILE_SIZES = {'swin': [(256, 320), (289, 353)], 'crossformer': [(257, 321), (289, 353)]}
+COMPILE_SIZES = {'swin': [(256, 320), (289, 353)], 'swinv2': [(257, 321), (289, 353)],
+                 'crossformer': [(257, 321), (289, 353)]}
 
 
 @pytest.mark.slow
@@ -209,6 +222,6 @@ def test_compile_with_dynamic_shapes_matches_eager_without_recompiling(kind):
                 image = torch.randn(2, 3, height, width, generator=generator)
                 with torch._dynamo.config.patch(error_on_recompile=index > 0):
                     out = compiled(image)
-                assert max_abs_diff(out, model(image)) <= TOLERANCE
+                assert_close(out, model(image))
     finally:
         torch._dynamo.reset()

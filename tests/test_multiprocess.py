@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from .toy_helpers import (TOY_CONFIGS, check, free_port, make_small_toy_data, read_checkpoint, run,
+from .toy_helpers import (TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
                           short_run_options, train_iterations)
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ def toy_data(tmp_path_factory):
 def torchrun(config, work_dir, data_root, *options, nproc=2):
     """tools/dist_train.sh: torchrun with NPROC processes of tools/train.py --launcher pytorch."""
     command = ['bash', 'tools/dist_train.sh', config, nproc, '--work-dir', work_dir, *options]
-    return run(command, data_root, env={'OMP_NUM_THREADS': '1', 'PORT': str(free_port()), 'PYTHON': sys.executable})
+    return run(command, data_root, env={'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable})
 
 
 @pytest.mark.parametrize('frozen_stages', [-1, 1])
@@ -39,7 +39,7 @@ def test_two_process_training(tmp_path, toy_data, task, backbone, frozen_stages)
     if frozen_stages == -1:  # tools/dist_test.sh on the checkpoint, two processes as well
         log = check(run(['bash', 'tools/dist_test.sh', TOY_CONFIGS[task, backbone], work_dir / 'iter_3.pth', 2,
                          '--work-dir', tmp_path / 'eval'], toy_data,
-                        env={'OMP_NUM_THREADS': '1', 'PORT': str(free_port()), 'PYTHON': sys.executable}))
+                        env={'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable}))
         assert 'Distributed training: True' in log  # (mmengine's wording for any multi-process run)
         assert ('coco/bbox_mAP_50:' if task == 'det' else 'mIoU:') in log
     state = read_checkpoint(str(work_dir / 'iter_3.pth'))
@@ -53,6 +53,18 @@ def test_two_process_training(tmp_path, toy_data, task, backbone, frozen_stages)
     frozen = [k for k in parameters if k.startswith(('backbone.patch_embed.', 'backbone.layers.0.', 'backbone.norm0.'))]
     assert len(frozen) > 10
     assert len(parameters) - len(optimized) == (len(frozen) if frozen_stages == 1 else 0)
+
+
+def test_a_hanging_run_fails_with_every_process_traceback(tmp_path):
+    """What a hang in these tests reports: the command's output ending with where each process waits."""
+    script = tmp_path / 'wait_forever.py'
+    script.write_text('import time\n\ndef wait_for_a_peer():\n    time.sleep(3600)\n\nwait_for_a_peer()\n')
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', script],
+            str(tmp_path), timeout=20)
+    report = str(failure.value)
+    assert report.startswith('still running after 20 s')
+    assert report.count('in wait_for_a_peer') == 2  # both workers
 
 
 DETERMINISTIC_SEG_CONFIG = '''

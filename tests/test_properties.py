@@ -6,9 +6,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swin_backbones import CrossFormer, SwinTransformer
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
-from .conftest import randomize_
+from .conftest import assert_close, randomize_, randomize_swinv2_
 
 # Derandomized: CI explores the same examples on every run, so a failure is reproducible.
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
@@ -28,15 +28,13 @@ def check_pyramid_properties(model, plain, batch, height, width):
         again = model(x)
         alone = [model(x[i:i + 1]) for i in range(batch)]
         plain_outs = plain(x)
-    for out, plain_out in zip(outs, plain_outs):
-        assert (out - plain_out).abs().max() <= 1e-5 * max(1.0, plain_out.abs().max().item())
+    assert_close(outs, plain_outs)
     for out, channels, stride in zip(outs, model.num_features, (4, 8, 16, 32)):
         assert out.shape == (batch, channels, math.ceil(height / stride), math.ceil(width / stride))
         assert torch.isfinite(out).all()
     assert all(torch.equal(a, b) for a, b in zip(outs, again))
     for i in range(batch):
-        for level, level_alone in zip(outs, alone[i]):
-            assert (level[i:i + 1] - level_alone).abs().max() <= 1e-5
+        assert_close([level[i:i + 1] for level in outs], alone[i])
 
 
 @PROPERTY_SETTINGS
@@ -45,6 +43,19 @@ def test_swin_properties(height, width, batch, window, seed):
     options = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=window, drop_path_rate=0.0)
     check_pyramid_properties(randomize_(SwinTransformer(**options), seed), SwinTransformer(impl='plain', **options),
                              batch, height, width)
+
+
+@PROPERTY_SETTINGS
+@given(height=SIDE, width=SIDE, batch=st.integers(1, 3), seed=st.integers(0, 99),
+       window=st.lists(st.integers(1, 12), min_size=4, max_size=4),
+       pretrained=st.lists(st.sampled_from([0, 2, 6, 8, 12, 16]), min_size=4, max_size=4))
+def test_swinv2_properties(height, width, batch, seed, window, pretrained):
+    # A window of 1 has no offsets to normalise by: it needs a pretrained window.
+    pretrained = [p or (8 if w == 1 else 0) for w, p in zip(window, pretrained)]
+    options = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=window,
+                   pretrained_window_sizes=pretrained, drop_path_rate=0.0)
+    check_pyramid_properties(randomize_swinv2_(SwinTransformerV2(**options), seed),
+                             SwinTransformerV2(impl='plain', **options), batch, height, width)
 
 
 @PROPERTY_SETTINGS
@@ -64,6 +75,7 @@ def test_crossformer_properties(height, width, batch, seed, group_size, interval
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('backbone', [
     dict(type=SwinTransformer),
+    dict(type=SwinTransformerV2, window_size=16, pretrained_window_sizes=8),
     dict(type=CrossFormer, lda_type='paper'),
     dict(type=CrossFormer, lda_type='pp', use_acl=True),
 ])

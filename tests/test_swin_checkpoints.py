@@ -13,7 +13,7 @@ from mmengine.config import ConfigDict
 from swin_backbones import CheckpointError, CheckpointMismatchError, SwinTransformer
 from swin_backbones.models.swin import relative_position_index
 
-from .conftest import max_abs_diff, randomize_
+from .conftest import assert_close, max_abs_diff, randomize_
 from .test_swin import SMALL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,50 @@ def test_authors_release_loads(source, tmp_path):
 def test_mmdet_backbone_checkpoint_loads_and_matches_mmdet(tmp_path):
     reference = randomize_(MMDetSwin(**SMALL, drop_path_rate=0.0), seed=22)
     torch.save(reference.state_dict(), tmp_path / 'mmdet_swin.pth')
-    assert max_abs_diff(outputs(loaded(tmp_path / 'mmdet_swin.pth')), outputs(reference)) <= 1e-4
+    assert_close(outputs(loaded(tmp_path / 'mmdet_swin.pth')), outputs(reference))
+
+
+@pytest.fixture
+def load_messages(monkeypatch):
+    """What the backbones log while loading checkpoints (mmengine's logger keeps the stream it first saw,
+    so pytest's capture fixtures miss it)."""
+    messages = []
+    monkeypatch.setattr('swin_backbones.models.base.print_log', lambda message, **kwargs: messages.append(message))
+    return messages
+
+
+def test_mmpretrain_classifier_checkpoint_loads_and_says_so(tmp_path, load_messages):
+    """mmpretrain's ImageClassifier with its SwinTransformer: the mmdet key layout under ``backbone.``, the
+    output norm of the last stage only (its classification norm), a linear head and data preprocessor buffers."""
+    reference = randomize_(MMDetSwin(**SMALL, out_indices=(3,), drop_path_rate=0.0), seed=23)
+    state = {f'backbone.{key}': value for key, value in reference.state_dict().items()}
+    state.update({'head.fc.weight': torch.randn(1000, 256), 'head.fc.bias': torch.randn(1000),
+                  'data_preprocessor.mean': torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1),
+                  'data_preprocessor.std': torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)})
+    torch.save({'meta': {'mmpretrain_version': '1.2.0'}, 'state_dict': state}, tmp_path / 'mmpretrain_swin.pth')
+    model = SwinTransformer(**SMALL, out_indices=(3,))
+    assert model.load_pretrained(str(tmp_path / 'mmpretrain_swin.pth')) == 'mmdet'
+    assert 'the backbone of an mmpretrain classifier checkpoint, mmdet layout' in load_messages.pop()
+    assert_close(outputs(model), outputs(reference))
+    # All four output norms: the three the classifier does not have keep their initial values, and say so.
+    everything = SwinTransformer(**SMALL)
+    everything.load_pretrained(str(tmp_path / 'mmpretrain_swin.pth'))
+    assert 'left at their initial values: norm0.weight, norm0.bias, norm1.weight' in load_messages.pop()
+    assert_close(outputs(everything)[3], outputs(reference)[0])
+
+
+@pytest.mark.parametrize('other_parts, origin', [
+    (['decode_head.conv_seg.weight', 'auxiliary_head.conv_seg.weight'], 'the backbone of a segmentor checkpoint'),
+    (['neck.lateral_convs.0.conv.weight', 'rpn_head.rpn_conv.weight'], 'the backbone of a detector checkpoint'),
+    (['teacher.fc.weight'], 'the backbone of a whole model checkpoint'),
+])
+def test_whole_model_checkpoints_say_what_they_are(source, tmp_path, load_messages, other_parts, origin):
+    state = {f'backbone.{key}': value for key, value in source.state_dict().items()}
+    state.update({key: torch.zeros(1) for key in other_parts})
+    torch.save({'state_dict': state}, tmp_path / 'whole.pth')
+    model = loaded(tmp_path / 'whole.pth')
+    assert f'({origin}, original layout' in load_messages.pop()
+    assert max_abs_diff(outputs(model), outputs(source)) == 0
 
 
 def test_whole_detector_runner_checkpoint_loads(source, tmp_path):
@@ -107,7 +150,7 @@ def test_window_change_resizes_bias_tables_like_mmdet(source, tmp_path):
     reference.init_weights()
     table = ours.layers[0].blocks[0].attn.relative_position_bias_table
     assert table.shape == (23 * 23, 1)
-    assert max_abs_diff(outputs(ours), outputs(reference)) <= 1e-4
+    assert_close(outputs(ours), outputs(reference))
 
 
 @pytest.mark.parametrize('stored_as', ['tokens', 'nchw', 'nhwc'])
@@ -119,7 +162,7 @@ def test_absolute_position_embedding_is_resized(source, tmp_path, stored_as):
     torch.save(release, tmp_path / 'ape.pth')
     model = loaded(tmp_path / 'ape.pth', use_abs_pos_embed=True, pretrain_img_size=384)
     expected = F.interpolate(grid, size=(96, 96), mode='bicubic', align_corners=False)
-    assert torch.allclose(model.absolute_pos_embed, expected.flatten(2).transpose(1, 2), atol=1e-6)
+    assert_close(model.absolute_pos_embed, expected.flatten(2).transpose(1, 2))
 
 
 def test_other_architecture_is_refused_with_key_lists(tmp_path):
@@ -252,12 +295,12 @@ def test_convert_tool_converts_a_whole_detector_checkpoint(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'convert_checkpoint.py'),
                              str(tmp_path / 'mask_rcnn.pth'), str(tmp_path / 'out' / 'swin.pth')],
                             capture_output=True, text=True, check=True)
-    assert 'whole detector/segmentor checkpoint, SwinTransformer in the mmdet layout' in result.stdout
+    assert 'the backbone of a detector checkpoint, SwinTransformer in the mmdet layout' in result.stdout
     converted = torch.load(tmp_path / 'out' / 'swin.pth', weights_only=True)
     assert converted['meta']['source_layout'] == 'mmdet'
     model = SwinTransformer(**SMALL)
     model.load_state_dict(converted['state_dict'])  # strict: the package's own layout, nothing to map
-    assert max_abs_diff(outputs(model), outputs(reference)) <= 1e-4
+    assert_close(outputs(model), outputs(reference))
     assert sorted(os.listdir(tmp_path / 'out')) == ['swin.pth']  # no temporary file left behind
 
 

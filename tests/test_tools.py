@@ -1,18 +1,24 @@
-"""tools/make_toy_data.py, tools/train.py, tools/test.py, and the same toy configs through mmdet's and
-mmseg's own tools/train.py and tools/test.py (as shipped inside those packages)."""
+"""Toy data, tools/train.py and tools/test.py, the same toy configs through mmdet's and mmseg's own
+tools/train.py and tools/test.py (as shipped inside those packages), and mmengine reading checkpoints
+through the package's safe reader."""
 import filecmp
 import json
 import os
 import os.path as osp
 import pickle
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from .toy_helpers import (MIM_TOOLS, TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
-                          short_run_options, tools_module, train_iterations)
+import swin_backbones
+from swin_backbones.checkpoint import CheckpointError, load_from_local_safely, publish_checkpoint
+from swin_backbones.toy_data import make_toy_data
+
+from .toy_helpers import (MIM_TOOLS, REPO, TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
+                          short_run_options, train_iterations)
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +32,6 @@ def _files(root):
 
 
 def test_toy_data_is_deterministic(tmp_path):
-    make_toy_data = tools_module('make_toy_data').make_toy_data
     make_toy_data(str(tmp_path / 'a'), num_train=6, num_val=3, size=96, seed=5)
     make_toy_data(str(tmp_path / 'b'), num_train=6, num_val=3, size=96, seed=5)
     make_toy_data(str(tmp_path / 'c'), num_train=6, num_val=3, size=96, seed=6)
@@ -113,7 +118,7 @@ def test_tools_check_the_config(tmp_path, toy_data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer')])
+@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('seg', 'crossformer'), ('seg', 'swinv2')])
 def test_train_then_test_with_our_tools(tmp_path, toy_data, task, backbone):
     config = TOY_CONFIGS[task, backbone]
     work_dir = tmp_path / 'work'
@@ -138,31 +143,35 @@ def test_train_then_test_with_our_tools(tmp_path, toy_data, task, backbone):
 
 
 # ---------------------------------------------------------------------- mmdet's and mmseg's own tools
-def _publish(checkpoint, out, data_root):
-    """tools/publish_checkpoint.py: weights and meta only, which torch.load's default reads."""
-    log = check(run([sys.executable, 'tools/publish_checkpoint.py', checkpoint, out], data_root))
-    assert 'tensors and meta' in log
-    state = torch.load(out, map_location='cpu')  # weights_only=True in torch >= 2.6
-    assert set(state) == {'meta', 'state_dict'}
-    assert state['state_dict'].keys() == read_checkpoint(str(checkpoint))['state_dict'].keys()
-    return out
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize('task, backbone', [('det', 'swin'), ('det', 'crossformer'),
-                                            ('seg', 'swin'), ('seg', 'crossformer')])
-def test_configs_work_with_the_downstream_tools(tmp_path, toy_data, task, backbone):
+@pytest.mark.parametrize('task, backbone', [('det', 'crossformer'), ('det', 'swinv2'), ('seg', 'swin')])
+def test_downstream_tools_train_test_and_resume(tmp_path, toy_data, task, backbone):
+    """mmdet's / mmseg's own train.py, then test.py on the checkpoint train.py wrote, then train.py --resume,
+    each in a fresh interpreter with no re-saving step: the config's custom_imports imports swin_backbones,
+    which makes mmengine read the runner's checkpoints with the package's safe reader (torch >= 2.6's
+    weights_only default refuses them)."""
     scope = 'mmdet' if task == 'det' else 'mmseg'
     config = TOY_CONFIGS[task, backbone]
     work_dir = tmp_path / 'work'
-    log = check(run([sys.executable, osp.join(MIM_TOOLS[scope], 'train.py'), config, '--work-dir', work_dir,
-                     '--cfg-options', *short_run_options(iters=2, val=False)], toy_data))
+    train = [sys.executable, osp.join(MIM_TOOLS[scope], 'train.py'), config, '--work-dir', work_dir]
+    log = check(run(train + ['--cfg-options', *short_run_options(iters=2, val=False)], toy_data))
     assert train_iterations(log) == [1, 2]
-    checkpoint = _publish(work_dir / 'iter_2.pth', tmp_path / 'published.pth', toy_data)
+    checkpoint = work_dir / 'iter_2.pth'
+    with pytest.raises(Exception, match='weights_only|Weights only'):
+        torch.load(checkpoint)  # what mmengine 0.10 would do on its own
+
     log = check(run([sys.executable, osp.join(MIM_TOOLS[scope], 'test.py'), config, checkpoint,
                      '--work-dir', tmp_path / 'eval'], toy_data))
+    assert f'Loads checkpoint by local_safely backend from path: {checkpoint}' in log
     assert ('coco/bbox_mAP_50:' if task == 'det' else 'mIoU:') in log
-    assert 'Load checkpoint from' in log
+
+    log = check(run(train + ['--resume', '--cfg-options', *short_run_options(iters=3, val=False)], toy_data))
+    assert f'Loads checkpoint by local_safely backend from path: {checkpoint}' in log
+    assert 'resumed epoch: 0, iter: 2' in log
+    assert train_iterations(log) == [3]
+    resumed = read_checkpoint(str(work_dir / 'iter_3.pth'))
+    assert resumed['meta']['iter'] == 3
+    assert {int(state['step']) for state in resumed['optimizer']['state'].values()} == {3}
 
 
 # ------------------------------------------------------------------------------ checkpoint safety
@@ -183,7 +192,9 @@ class _GetattrGadget:
 
 
 def test_checkpoints_are_read_without_running_code(tmp_path):
-    read = tools_module('runner_utils').read_runner_checkpoint
+    """Through mmengine's loader (what the runner and every OpenMMLab tool call) once the package is imported."""
+    from mmengine.runner import CheckpointLoader
+    read = CheckpointLoader.load_checkpoint
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'x': _Exploit(marker)}}, path)
@@ -215,6 +226,73 @@ def test_runner_state_survives_reading(tmp_path):
     assert state['message_hub']['runtime_info']['iter'] == 7
     assert state['np'].tolist() == [0, 1, 2, 3]
     assert torch.equal(state['state_dict']['w'], torch.arange(3.))
+
+
+def _runner_checkpoint(path):
+    """A file like the runner's: weights plus a MessageHub history buffer, which torch's default refuses."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('_runner_checkpoint')
+    hub.update_scalar('train/loss', 1.0)
+    torch.save({'meta': {'iter': 1}, 'state_dict': {'w': torch.ones(2)}, 'message_hub': hub.state_dict(),
+                'optimizer': {'state': {}, 'param_groups': []}}, path)
+    return path
+
+
+def test_importing_the_package_makes_mmengine_read_safely_and_it_can_be_turned_off(tmp_path):
+    from mmengine.runner import CheckpointLoader
+    from mmengine.runner.checkpoint import load_from_local
+    path = str(_runner_checkpoint(tmp_path / 'iter_1.pth'))
+    assert swin_backbones.safe_checkpoint_loading_enabled()
+    assert CheckpointLoader._get_checkpoint_loader(path) is load_from_local_safely
+    assert CheckpointLoader.load_checkpoint(path)['meta'] == {'iter': 1}
+    try:
+        swin_backbones.use_safe_checkpoint_loading(False)
+        assert not swin_backbones.safe_checkpoint_loading_enabled()
+        assert CheckpointLoader._get_checkpoint_loader(path) is load_from_local
+        with pytest.raises(Exception, match='weights_only|Weights only'):
+            CheckpointLoader.load_checkpoint(path)  # mmengine's own loader, torch's default
+        swin_backbones.use_safe_checkpoint_loading(False)  # a second call changes nothing
+        assert CheckpointLoader._get_checkpoint_loader(path) is load_from_local
+    finally:
+        swin_backbones.use_safe_checkpoint_loading()
+    assert CheckpointLoader._get_checkpoint_loader(path) is load_from_local_safely
+    # URLs and other schemes keep their own loaders.
+    assert CheckpointLoader._get_checkpoint_loader('https://example.com/a.pth') is not load_from_local_safely
+
+
+@pytest.mark.parametrize('value, requested', [(None, True), ('1', True), ('yes', True), ('0', False),
+                                              ('off', False), (' False ', False), ('no', False)])
+def test_environment_variable_values(monkeypatch, value, requested):
+    if value is None:
+        monkeypatch.delenv('SWIN_BACKBONES_SAFE_LOADING', raising=False)
+    else:
+        monkeypatch.setenv('SWIN_BACKBONES_SAFE_LOADING', value)
+    assert swin_backbones.checkpoint.safe_loading_requested() is requested
+
+
+def test_environment_variable_turns_it_off_at_import():
+    env = dict(os.environ, SWIN_BACKBONES_SAFE_LOADING='0')
+    code = ('import swin_backbones; from mmengine.runner.checkpoint import CheckpointLoader; '
+            'print("enabled:", swin_backbones.safe_checkpoint_loading_enabled(), '
+            'CheckpointLoader._schemes[""].__name__)')
+    result = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert 'enabled: False load_from_local\n' in check(result)
+
+
+def test_publish_checkpoint_keeps_weights_and_meta(tmp_path):
+    source = _runner_checkpoint(tmp_path / 'iter_1.pth')
+    output = tmp_path / 'published.pth'
+    log = check(run([sys.executable, 'tools/publish_checkpoint.py', source, output], str(tmp_path)))
+    assert 'wrote 1 tensors and meta' in log
+    published = torch.load(output, map_location='cpu')  # weights_only=True in torch >= 2.6
+    assert set(published) == {'meta', 'state_dict'} and torch.equal(published['state_dict']['w'], torch.ones(2))
+    result = run([sys.executable, 'tools/publish_checkpoint.py', source, source], str(tmp_path))
+    assert result.returncode == 1 and 'refusing to overwrite the input' in result.stdout
+    torch.save({'weights': torch.ones(1)}, tmp_path / 'other.pth')
+    with pytest.raises(CheckpointError, match='no state_dict'):
+        publish_checkpoint(str(tmp_path / 'other.pth'), str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_make_toy_data_command_line(tmp_path):

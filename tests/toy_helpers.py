@@ -2,11 +2,13 @@
 import os
 import os.path as osp
 import re
-import socket
+import signal
 import subprocess
-import sys
 
 import pytest
+
+from swin_backbones.checkpoint import read_checkpoint as read_checkpoint_safely
+from swin_backbones.toy_data import make_toy_data
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
@@ -17,25 +19,14 @@ TOY_CONFIGS = {
     ('det', 'crossformer'): osp.join(REPO, 'configs/toy/mask-rcnn_crossformer-toy_fpn_toy-coco.py'),
     ('seg', 'swin'): osp.join(REPO, 'configs/toy/upernet_swin-toy_toy-ade.py'),
     ('seg', 'crossformer'): osp.join(REPO, 'configs/toy/upernet_crossformer-toy_toy-ade.py'),
+    ('det', 'swinv2'): osp.join(REPO, 'configs/toy/mask-rcnn_swinv2-toy_fpn_toy-coco.py'),
+    ('seg', 'swinv2'): osp.join(REPO, 'configs/toy/upernet_swinv2-toy_toy-ade.py'),
 }
 
 
-def tools_module(name: str):
-    """Imports tools/<name>.py (the tools folder is not a package)."""
-    if TOOLS not in sys.path:
-        sys.path.insert(0, TOOLS)
-    return __import__(name)
-
-
 def make_small_toy_data(root: str, num_train: int = 16, num_val: int = 8) -> str:
-    tools_module('make_toy_data').make_toy_data(root, num_train=num_train, num_val=num_val, size=128, seed=0)
+    make_toy_data(root, num_train=num_train, num_val=num_val, size=128, seed=0)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def short_run_options(iters: int = 2, checkpoint_interval=None, val: bool = True):
@@ -47,12 +38,58 @@ def short_run_options(iters: int = 2, checkpoint_interval=None, val: bool = True
     return options
 
 
-def run(command, data_root: str, timeout: int = 600, env=None):
-    """Runs a command with TOY_DATA set; returns the CompletedProcess (stdout and stderr merged)."""
-    full_env = dict(os.environ, TOY_DATA=data_root, OMP_WAIT_POLICY='PASSIVE', PYTHONWARNINGS='ignore')
+def run(command, data_root: str, timeout: int = 900, env=None):
+    """Runs a command with TOY_DATA set; returns the CompletedProcess (stdout and stderr merged).
+
+    A command still running after ``timeout`` seconds fails the test with its output, which then ends
+    with the Python traceback of every thread of every process it started (faulthandler, dumped on
+    SIGABRT: torchrun's agent and each worker), so a hang shows where it waits.
+    """
+    full_env = dict(os.environ, TOY_DATA=data_root, OMP_WAIT_POLICY='PASSIVE', PYTHONWARNINGS='ignore',
+                    PYTHONFAULTHANDLER='1')
     full_env.update(env or {})
-    return subprocess.run([str(c) for c in command], cwd=REPO, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    process = subprocess.Popen([str(c) for c in command], cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts its workers in sessions of their own: signal the whole tree, found first.
+        tree = [process.pid] + descendants(process.pid)
+        _signal_all(tree, signal.SIGABRT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            _signal_all(tree, signal.SIGKILL)
+            output, _ = process.communicate()
+        pytest.fail(f'still running after {timeout} s: {" ".join(map(str, command))}\n'
+                    + '\n'.join(output.splitlines()[-300:]), pytrace=False)
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
+def descendants(pid: int):
+    """Every process below ``pid``, children before grandchildren (from /proc)."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{entry}/stat') as stat:
+                parent = int(stat.read().rsplit(')', 1)[1].split()[1])  # after "pid (name) state"
+        except OSError:  # exited meanwhile
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _signal_all(pids, signum) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def check(result):
@@ -69,4 +106,4 @@ def train_iterations(log: str):
 
 
 def read_checkpoint(path: str):
-    return tools_module('runner_utils').read_runner_checkpoint(path, map_location='cpu')
+    return read_checkpoint_safely(path, map_location='cpu')

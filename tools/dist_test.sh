@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Multi-process testing with torchrun:  bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [tools/test.py options]
 # One process per GPU; on a machine without GPUs the processes run on the CPU (gloo).
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as for torchrun. PYTHON picks the interpreter
-# (default: the repository's .venv when it exists).
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as for torchrun (on one machine without PORT,
+# torchrun takes a free port). PYTHON picks the interpreter (default: the repository's .venv when it exists).
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [options]" >&2
@@ -15,7 +15,12 @@ CONFIG=$1
 CHECKPOINT=$2
 NPROC=$3
 shift 3
-exec "${PYTHON:-$default_python}" -m torch.distributed.run \
-  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-  --master_port="${PORT:-29500}" --nproc_per_node="$NPROC" \
+if [ "${NNODES:-1}" = 1 ] && [ -z "${PORT:-}" ]; then
+  # One machine: torchrun binds a free port itself, so runs side by side never race for one.
+  rendezvous=(--standalone)
+else
+  rendezvous=(--nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}"
+              --master_port="${PORT:-29500}")
+fi
+exec "${PYTHON:-$default_python}" -m torch.distributed.run "${rendezvous[@]}" --nproc_per_node="$NPROC" \
   "$repo/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"

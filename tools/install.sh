@@ -5,7 +5,8 @@
 # Idempotent: each step checks what is already there first, so a second run takes seconds.
 #   * torch 2.13.0 only when the environment has no torch (an installed torch, e.g. a CUDA build, is kept);
 #   * mmcv 2.1.0 with compiled ops from ../shared/wheels when that folder exists, built from source otherwise;
-#   * mmengine 0.10.x, mmdet 3.3.0, mmsegmentation 1.2.2, test tools, and this package in editable mode.
+#   * mmengine 0.10.x, mmdet 3.3.0, mmsegmentation 1.2.2, test tools (mmpretrain 1.2.0 without its
+#     dependencies, a SwinV2 reference), and this package in editable mode.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,6 +62,10 @@ fi
 
 log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable)"
 "${pip[@]}" install --no-build-isolation -e "$repo[det,seg,test]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
+# mmpretrain's SwinTransformerV2 is a reference in the tests only: its backbone file needs nothing beyond
+# mmcv and mmengine (tests/test_swinv2.py imports it without mmpretrain's package __init__), so none of
+# mmpretrain's own dependencies are installed.
+"${pip[@]}" install --no-deps mmpretrain==1.2.0
 
 has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones' || {
   log "installation finished but the packages do not import"; exit 1; }

@@ -1,44 +1,32 @@
-"""Keep only the weights (and meta) of a training checkpoint, for release or for other tools.
+"""Keep only the weights and meta of a training checkpoint, for release.
 
     python tools/publish_checkpoint.py work_dirs/run/iter_4000.pth model.pth
 
 Checkpoints written by mmengine's runner also hold the optimizer, schedulers and the MessageHub's
-history buffers. Since torch 2.6, ``torch.load`` refuses those by default, so mmdet's and mmseg's own
-tools/test.py cannot read them; the published file (``meta`` and ``state_dict`` only) loads
-everywhere with ``weights_only=True``. The input is read without running code from it.
+history buffers: with AdamW about two thirds of the file. The published file (``meta`` and
+``state_dict`` only) is smaller and loads with plain ``torch.load(weights_only=True)``. Testing and
+resuming need no such step: importing swin_backbones lets mmengine read the training checkpoint itself.
+The input is read without running code from it; the output is written atomically.
 """
 import argparse
-import os
 import sys
 
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runner_utils import read_runner_checkpoint  # noqa: E402
+from swin_backbones.checkpoint import CheckpointError, publish_checkpoint
 
 
-def publish(src: str, dst: str) -> dict:
-    checkpoint = read_runner_checkpoint(src, map_location='cpu')
-    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
-        raise SystemExit(f'{src} has no state_dict: not a checkpoint written by mmengine')
-    published = {'meta': checkpoint.get('meta', {}), 'state_dict': checkpoint['state_dict']}
-    if os.path.abspath(src) == os.path.abspath(dst):
-        raise SystemExit('the output must not overwrite the input')
-    tmp = dst + '.partial'
-    torch.save(published, tmp)
-    torch.load(tmp, map_location='cpu', weights_only=True)  # what every loader can read
-    os.replace(tmp, dst)
-    return published
-
-
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkpoint', help='checkpoint written by mmengine (tools/train.py, mmdet, mmseg)')
     parser.add_argument('output', help='where to write the weights-only checkpoint')
     args = parser.parse_args(argv)
-    published = publish(args.checkpoint, args.output)
+    try:
+        published = publish_checkpoint(args.checkpoint, args.output)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
     print(f"wrote {len(published['state_dict'])} tensors and meta to {args.output}")
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -7,20 +7,18 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT 8 [options]              # 8 processes (torchrun)
 
 Options as in mmdet's and mmseg's tools/test.py. Checkpoints written by mmengine's runner are read
-without running code from them; on machines without a GPU, --launcher pytorch runs CPU processes (gloo).
+without running code from them (importing swin_backbones makes mmengine read local checkpoints safely);
+on machines without a GPU, --launcher pytorch runs CPU processes (gloo).
 """
 import argparse
 import os
-import sys
 from copy import deepcopy
 
 from mmengine.config import ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runner_utils import (default_work_dir, finish_distributed, load_config, prepare_distributed,  # noqa: E402
-                          use_safe_checkpoint_loading)
+from swin_backbones.runner import default_work_dir, finish_distributed, load_config, prepare_distributed
 
 
 def parse_args(argv=None):
@@ -104,7 +102,6 @@ def main(argv=None):
     if args.out is not None and cfg.default_scope == 'mmdet' and not args.out.endswith(('.pkl', '.pickle')):
         raise SystemExit('--out must name a .pkl file for a detector')
 
-    use_safe_checkpoint_loading()
     prepare_distributed(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if args.out is not None and cfg.default_scope == 'mmdet':

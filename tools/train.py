@@ -6,15 +6,14 @@
     python tools/train.py CONFIG --amp --cfg-options train_dataloader.batch_size=4
     bash tools/dist_train.sh CONFIG 8 [options]                              # 8 processes (torchrun)
 
-Works like mmdet's and mmseg's own tools/train.py, and in addition:
-* checkpoints written by mmengine are read without running code from them (torch >= 2.6 refuses
-  them by default), so --resume works;
-* with --launcher pytorch on a machine without a GPU, training runs in several CPU processes (gloo).
+Works like mmdet's and mmseg's own tools/train.py (one tool for both), and in addition, with
+--launcher pytorch on a machine without a GPU, training runs in several CPU processes (gloo).
+Checkpoints written by mmengine are read without running code from them, as with mmdet's and mmseg's
+own tools: importing swin_backbones makes mmengine read local checkpoints safely.
 """
 import argparse
 import logging
 import os
-import sys
 
 import torch
 from mmengine.config import DictAction
@@ -22,9 +21,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runner_utils import (SCOPES, default_work_dir, finish_distributed, load_config,  # noqa: E402
-                          prepare_distributed, use_safe_checkpoint_loading)
+from swin_backbones.runner import SCOPES, default_work_dir, finish_distributed, load_config, prepare_distributed
 
 
 def parse_args(argv=None):
@@ -73,7 +70,6 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
-    use_safe_checkpoint_loading()
     prepare_distributed(cfg, args.launcher)
     print_log(f'training a {SCOPES[cfg.default_scope]} model from {args.config}; work dir {cfg.work_dir}',
               logger='current')

@@ -1,30 +1,10 @@
-"""Render the feature pyramid of images: the input next to each level's first three principal components.
+"""Render the feature pyramids of images (first three principal components as RGB).
 
-    python tools/visualize_features.py photo.jpg --backbone swin-t --checkpoint swin_tiny.pth --out pictures/
+The same command as the installed `swin-backbones-visualize`. Options: python tools/visualize_features.py --help
 """
-import argparse
-import os
+import sys
 
-from swin_backbones.api import create_backbone, extract_features, list_backbones, load_image
-from swin_backbones.visualization import render_pyramid
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('images', nargs='+', help='image files')
-    parser.add_argument('--backbone', default='swin-t', choices=list_backbones())
-    parser.add_argument('--checkpoint', help='backbone weights in any supported layout (random without)')
-    parser.add_argument('--out', default='pictures', help='folder for the PNG files')
-    args = parser.parse_args(argv)
-
-    backbone = create_backbone(args.backbone, checkpoint=args.checkpoint)
-    os.makedirs(args.out, exist_ok=True)
-    for path, pyramid in zip(args.images, extract_features(backbone, args.images)):
-        image = load_image(path).permute(1, 2, 0).byte().numpy()
-        target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + '_pyramid.png')
-        render_pyramid(image, pyramid, target)
-        print(target)
-
+from swin_backbones.cli.visualize import main
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,4 +1,6 @@
-"""The attention core both backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens.
+"""The attention core the backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens,
+or with ``cosine=True`` (Swin V2's scaled cosine attention) softmax(cos(q, k) * scale + bias + mask) @ v with
+a per-head ``scale``.
 
 Implementations of the same function:
 
@@ -13,8 +15,11 @@ Implementations of the same function:
     writes the gradient of the whole qkv tensor at once; or ``recompute``: the ``sdpa`` forward keeping
     only q, k and v, and a backward that rebuilds the probabilities chunk by chunk (on a CPU; elsewhere
     the SDPA kernel's own backward).
+
+  With ``cosine``, q and k are normalised (and q scaled per head) first, so that these dot-product kernels
+  compute cosine attention.
 """
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,27 +31,34 @@ _BACKWARD_CHUNK_ELEMENTS = 1 << 22
 
 
 def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-                          scale: float) -> torch.Tensor:
+                          scale: Union[float, torch.Tensor], cosine: bool = False) -> torch.Tensor:
     """The 'plain' core up to the softmax: (B * nG, heads, N, N) probabilities, to be multiplied by v.
 
-    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
+    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None; scale: a
+    float, or with ``cosine`` also a (heads, 1, 1) tensor of per-head factors of the cosine similarity.
     """
     groups, heads, length, _ = q.shape
-    attn = (q * scale) @ k.transpose(-2, -1) + bias
+    if cosine:
+        attn = (_unit(q) @ _unit(k).transpose(-2, -1)) * scale + bias
+    else:
+        attn = (q * scale) @ k.transpose(-2, -1) + bias
     if mask is not None:
         attn = attn.view(-1, mask.shape[0], heads, length, length) + mask.unsqueeze(1)
         attn = attn.view(groups, heads, length, length)
     return attn.softmax(dim=-1)
 
 
-def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: float, *,
-                    save_memory: bool = False, kernels=None) -> torch.Tensor:
+def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+                    scale: Union[float, torch.Tensor], cosine: bool = False, *, save_memory: bool = False,
+                    kernels=None) -> torch.Tensor:
     """The fast core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
-    bias and mask as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d).
+    bias, mask, scale and cosine as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d).
 
     ``save_memory`` makes training use the ``recompute`` kernel; ``kernels`` overrides the measured
     choices (see :mod:`.kernels`).
     """
+    if cosine:
+        qkv, scale = _scaled_cosine_qkv(qkv, scale), 1.0
     length = qkv.shape[1]
     # Under autocast qkv already has the low-precision dtype: the kernels compute in it (their backward,
     # which autocast does not reach, too).
@@ -55,7 +67,8 @@ def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.
             kernel = 'recompute' if save_memory else choose('attention_backward', qkv.device, qkv.dtype, kernels,
                                                             shape=length)
             return attention_training(qkv, bias, mask, scale, kernel)
-        return attention_forward(qkv, bias, mask, scale, choose('attention', qkv.device, qkv.dtype, kernels, shape=length))
+        kernel = choose('attention', qkv.device, qkv.dtype, kernels, shape=length)
+        return attention_forward(qkv, bias, mask, scale, kernel)
 
 
 def attention_forward(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:
@@ -74,6 +87,22 @@ def attention_training(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:
         return _RecomputingAttention.apply(qkv, bias, mask, scale)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     return _sdpa(q, k, v, bias, mask, scale)
+
+
+def _scaled_cosine_qkv(qkv: torch.Tensor, scale: Union[float, torch.Tensor]) -> torch.Tensor:
+    """qkv with q and k normalised and each head's q multiplied by its factor: its dot products are the
+    scaled cosines, so the dot-product kernels compute cosine attention. Differentiable (autograd takes the
+    gradients of the normalisation and of the factors from the kernels' gradient of this tensor)."""
+    q, k, v = qkv.unbind(2)  # each B*nG, N, heads, d
+    if isinstance(scale, torch.Tensor):  # heads, 1, 1 -> heads, 1: broadcasts over (B*nG, N, heads, d)
+        scale = scale.view(-1, 1).to(q.dtype)
+    return torch.stack((_unit(q) * scale, _unit(k), v), dim=2)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """x / max(|x|, eps) along the last axis, as F.normalize with its eps of 1e-12, raised to the smallest normal
+    number of fp16 there: 1e-12 is 0 in fp16, and the zero keys of padded tokens would become NaN."""
+    return F.normalize(x, dim=-1, eps=max(1e-12, torch.finfo(x.dtype).tiny))
 
 
 def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

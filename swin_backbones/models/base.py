@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 
-from ..checkpoint import extract_state_dict, load_state_dict_exactly, read_checkpoint
+from ..checkpoint import CheckpointMismatchError, load_state_dict_exactly, read_backbone_weights
 
 _STRUCTURE_SETTINGS = ('embed_dims', 'depths', 'num_heads')
 _PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
@@ -67,10 +67,29 @@ class PyramidBackbone(BaseModule):
         if not x.is_floating_point():
             raise TypeError(f'{name} expects a floating point input, got {x.dtype}; '
                             'convert images with x.float() and normalise them first')
+        self._check_input_matches_parameters(x)
         # Opt-in: scanning the input costs a pass over it and a device sync.
         if self.check_finite and not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(f'{name} got NaN or inf input values (in batch items {bad})')
+
+    def _check_input_matches_parameters(self, x: torch.Tensor) -> None:
+        """The input's device and dtype against the parameters', so that a mismatch is named here rather
+        than by the first convolution. Under autocast the dtypes may differ, except float64, which
+        autocast does not cast."""
+        name = type(self).__name__
+        param = next(self.parameters(), None)
+        if param is None:
+            return
+        if x.device != param.device:
+            raise ValueError(f'{name} got an input on {x.device} but its parameters are on {param.device}; '
+                             f'move one of them: x.to({str(param.device)!r}) or model.to({str(x.device)!r})')
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if x.dtype != param.dtype and (not autocast or x.dtype == torch.float64):
+            fixes = f'cast the input (x.to({param.dtype})) or the model (model.to({x.dtype}))'
+            raise TypeError(f'{name} got a {x.dtype} input but its parameters are {param.dtype}; '
+                            + (f'autocast does not cast float64 inputs: {fixes}' if autocast else
+                               f'{fixes}, or run it under torch.autocast for mixed precision'))
 
     # ---------------------------------------------------------------------------------- freezing
     def _stage_modules(self, index: int) -> List[nn.Module]:
@@ -127,12 +146,16 @@ class PyramidBackbone(BaseModule):
 
     def load_pretrained(self, path: str, prefix=None, weights_only: bool = True) -> str:
         """Loads a checkpoint in any supported layout; returns the name of the layout it was in."""
-        state_dict = extract_state_dict(read_checkpoint(path, weights_only=weights_only), prefix=prefix)
-        state_dict, layout = self.convert_state_dict(state_dict)
-        state_dict = self.adapt_state_dict(state_dict)
-        left_at_init = load_state_dict_exactly(self, state_dict, source=f'checkpoint {path} ({layout} layout)',
-                                               may_be_missing=self._keys_not_in_pretraining())
-        message = f'{type(self).__name__}: loaded {path} ({layout} layout, {len(state_dict)} tensors)'
+        state_dict, origin = read_backbone_weights(path, prefix=prefix, weights_only=weights_only)
+        self._check_checkpoint(state_dict, path)
+        converted, layout = self.convert_state_dict(state_dict)
+        converted = self.adapt_state_dict(converted)
+        try:
+            left_at_init = load_state_dict_exactly(self, converted, may_be_missing=self._keys_not_in_pretraining(),
+                                                   source=f'checkpoint {path} ({origin}, {layout} layout)')
+        except CheckpointMismatchError as error:
+            raise CheckpointMismatchError(self._other_architecture(state_dict, path) + str(error)) from None
+        message = f'{type(self).__name__}: loaded {path} ({origin}, {layout} layout, {len(converted)} tensors)'
         if left_at_init:
             message += f'; not in the checkpoint, left at their initial values: {", ".join(left_at_init)}'
         print_log(message, logger='current', level=logging.INFO)
@@ -142,6 +165,21 @@ class PyramidBackbone(BaseModule):
     def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
         """Whether a (prefix-stripped) state dict is a checkpoint of this kind of backbone."""
         raise NotImplementedError
+
+    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], path: str) -> None:
+        """Hook for checks of the (prefix-stripped) state dict before conversion."""
+
+    def _other_architecture(self, state_dict: Dict[str, torch.Tensor], path: str) -> str:
+        """For a checkpoint that does not fit: the line naming another of the package's backbones that recognises
+        it (a Swin V1 checkpoint given to Swin V2, say), or ''."""
+        if type(self).recognizes(state_dict):
+            return ''
+        from . import BACKBONES  # the backbones' modules import this one
+        others = [backbone.__name__ for backbone in BACKBONES if backbone.recognizes(state_dict)]
+        if not others:
+            return ''
+        return (f'checkpoint {path} looks like a {" or ".join(others)} checkpoint, not a {type(self).__name__} one; '
+                f'build swin_backbones.{others[0]} for it.\n')
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:

@@ -292,7 +292,8 @@ class CrossFormer(PyramidBackbone):
         use_acl: the CrossFormer++ ACL layers (depthwise 3x3 conv + LayerNorm every third block).
         mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, act_cfg, norm_cfg:
             as in Swin.
-        out_indices, frozen_stages, with_cp, pretrained, init_cfg, check_finite: as in :class:`SwinTransformer`.
+        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite: as in
+            :class:`SwinTransformer`.
     """
 
     def __init__(self,
@@ -398,10 +399,11 @@ class CrossFormer(PyramidBackbone):
         return convert_crossformer_state_dict(state_dict)
 
 
-def _per_stage(name: str, value, num_stages: int) -> Tuple[int, ...]:
+def _per_stage(name: str, value, num_stages: int, minimum: int = 1) -> Tuple[int, ...]:
     values = (value,) * num_stages if isinstance(value, int) else tuple(value)
-    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        raise ValueError(f'{name} must be a positive int or one positive int per stage ({num_stages}), got {value!r}')
+    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in values):
+        kind = 'positive int' if minimum == 1 else f'int >= {minimum}'
+        raise ValueError(f'{name} must be a {kind} or one {kind} per stage ({num_stages}), got {value!r}')
     return values
 
 

@@ -62,7 +62,9 @@ def _all(*names):
 
 
 def _onednn_usable(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == 'cpu' and dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+    """oneDNN's CPU matmuls: fp32, and bf16 where the CPU has oneDNN's bf16 kernels."""
+    return (device.type == 'cpu' and torch.backends.mkldnn.is_available()
+            and (dtype == torch.float32 or dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 
 def _linear_available(device, dtype):

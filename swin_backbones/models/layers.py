@@ -450,24 +450,36 @@ class MultiHeadGroupAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def attend(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-               residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+               residual: Optional[torch.Tensor] = None, qkv_bias: Optional[torch.Tensor] = None,
+               cosine_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
 
-        Returns the attention output, plus ``residual`` (same shape as x) when given.
+        Returns the attention output, plus ``residual`` (same shape as x) when given. Swin V2 passes
+        ``qkv_bias`` (3C,), the bias of the qkv projection built from its q and v biases, and
+        ``cosine_scale`` (heads, 1, 1): the logits are then cos(q, k) times each head's factor.
         """
-        return self.project(self.attend_groups(x, bias, mask), residual)
+        return self.project(self.attend_groups(x, bias, mask, qkv_bias, cosine_scale), residual)
 
-    def attend_groups(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """The heads' outputs, concatenated, before the output projection: (B * nG, N, C)."""
+    def attend_groups(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+                      qkv_bias: Optional[torch.Tensor] = None,
+                      cosine_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The heads' outputs, concatenated, before the output projection: (B * nG, N, C). Arguments as
+        in :meth:`attend`."""
         groups, length, channels = x.shape
-        fast_linear = self.fast and fast_linear_applies(x, self.qkv)
-        qkv = fused_linear(x, self.qkv, kernels=self.kernels) if fast_linear else self.qkv(x)
+        if qkv_bias is not None:
+            qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        elif self.fast and fast_linear_applies(x, self.qkv):
+            qkv = fused_linear(x, self.qkv, kernels=self.kernels)
+        else:
+            qkv = self.qkv(x)
         qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
+        cosine = cosine_scale is not None
+        scale = cosine_scale if cosine else self.scale
         if self.fast and not (self.attn_drop.p > 0 and self.training) and not capturing_graph():
-            x = group_attention(qkv, bias, mask, self.scale, save_memory=self.save_memory, kernels=self.kernels)
+            x = group_attention(qkv, bias, mask, scale, cosine, save_memory=self.save_memory, kernels=self.kernels)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
-            x = self.attn_drop(plain_attention_probs(q, k, bias, mask, self.scale)) @ v
+            x = self.attn_drop(plain_attention_probs(q, k, bias, mask, scale, cosine)) @ v
         return x.transpose(1, 2).reshape(groups, length, channels)
 
     def project(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:

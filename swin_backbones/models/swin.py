@@ -56,14 +56,19 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_to_multiple(x, 2, 2)
-        batch, height, width, channels = x.shape
-        # Neighbour order (0,0), (1,0), (0,1), (1,1) with the row offset fastest, as in the authors' code.
-        x = x.view(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5)
-        x = x.reshape(batch, height // 2, width // 2, 4 * channels)
+        x = concat_neighbours(x)
         if self.norm is not None:
             x = self.norm(x)
         return self.reduction(x)
+
+
+def concat_neighbours(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 4C): odd sides zero-padded, each 2x2 neighbourhood concatenated."""
+    x = pad_to_multiple(x, 2, 2)
+    batch, height, width, channels = x.shape
+    # Neighbour order (0,0), (1,0), (0,1), (1,1) with the row offset fastest, as in the authors' code.
+    x = x.view(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5)
+    return x.reshape(batch, height // 2, width // 2, 4 * channels)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -250,18 +255,24 @@ class SwinBlock(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """Blocks alternating W-MSA and SW-MSA, then (except in the last stage) patch merging."""
+    """Blocks alternating W-MSA and SW-MSA, then (except in the last stage) patch merging.
+
+    ``block`` and ``merging`` are the block and merging types (Swin V2 passes its own): a block takes
+    ``(dim, num_heads, window_size, shifted=, drop_path=, norm_cfg=, **block_kwargs)`` and is called on
+    the stage's windows and :class:`WindowLayout`; merging takes ``(dim, norm_cfg or None)``.
+    """
 
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
-                 downsample: bool, norm_cfg: dict, patch_norm: bool, **block_kwargs):
+                 downsample: bool, norm_cfg: dict, patch_norm: bool, block: type = SwinBlock,
+                 merging: type = PatchMerging, **block_kwargs):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2
         self.blocks = nn.ModuleList([
-            SwinBlock(dim, num_heads, window_size, shifted=j % 2 == 1 and self.shift_size > 0,
-                      drop_path=drop_path[j], norm_cfg=norm_cfg, **block_kwargs)
+            block(dim, num_heads, window_size, shifted=j % 2 == 1 and self.shift_size > 0,
+                  drop_path=drop_path[j], norm_cfg=norm_cfg, **block_kwargs)
             for j in range(depth)])
-        self.downsample = PatchMerging(dim, norm_cfg if patch_norm else None) if downsample else None
+        self.downsample = merging(dim, norm_cfg if patch_norm else None) if downsample else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(B, H, W, C) -> the stage's output map and, when the stage merges, the merged map."""
@@ -276,15 +287,15 @@ class SwinStage(nn.Module):
         return x, self.downsample(x) if self.downsample is not None else None
 
 
-def _to_pair(size) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    size = tuple(size)
-    if len(size) == 1:
-        return size[0], size[0]
-    if len(size) != 2:
-        raise ValueError(f'pretrain_img_size must be an int or a pair, got {size!r}')
-    return size
+def _image_size_pair(size) -> Tuple[int, int]:
+    """``pretrain_img_size`` as (height, width): an int, or a sequence of one or two ints, as mmdet accepts."""
+    if isinstance(size, (tuple, list)):
+        pair = tuple(size) * 2 if len(size) == 1 else tuple(size)
+    else:
+        pair = (size, size)
+    if len(pair) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in pair):
+        raise ValueError(f'pretrain_img_size must be a positive int or a pair of them (height, width), got {size!r}')
+    return pair
 
 
 @MODELS.register_module()
@@ -298,6 +309,10 @@ class SwinTransformer(PyramidBackbone):
     ``convert_weights`` is accepted for config compatibility: checkpoint layouts are detected
     automatically whatever its value (the detected layout is logged). ``check_finite=True`` makes
     every forward reject NaN or inf inputs (it costs a pass over the input).
+
+    ``impl``: 'fast' (default) or 'plain' (the textbook operations). ``save_memory=True`` keeps less for
+    backward in training (attention probabilities and MLP activations are recomputed). ``kernels``
+    overrides the per-device kernel choices, e.g. ``dict(linear='aten')`` (see :mod:`.kernels`).
     """
 
     def __init__(self,
@@ -359,9 +374,9 @@ class SwinTransformer(PyramidBackbone):
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None,
                                       fast=impl == 'fast', kernels=self.kernels)
+        height, width = _image_size_pair(pretrain_img_size)
         self.use_abs_pos_embed = use_abs_pos_embed
         if use_abs_pos_embed:
-            height, width = _to_pair(pretrain_img_size)
             self.pos_embed_grid = (height // patch_size, width // patch_size)
             self.absolute_pos_embed = nn.Parameter(
                 torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], embed_dims))
@@ -419,7 +434,7 @@ class SwinTransformer(PyramidBackbone):
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod
     def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
-        return 'patch_embed.proj.weight' in state_dict or 'patch_embed.projection.weight' in state_dict
+        return has_swin_patch_embedding(state_dict) and not is_swinv2_state_dict(state_dict)
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -436,14 +451,16 @@ class SwinTransformer(PyramidBackbone):
         pos = state_dict.get('absolute_pos_embed')
         if pos is not None and self.use_abs_pos_embed:
             state_dict['absolute_pos_embed'] = resize_position_embedding(pos, self.pos_embed_grid, self.embed_dims)
-        # Output norms of stages this model does not output are unused, like a classifier head.
-        unused = [key for key in state_dict if re.fullmatch(r'norm\d+\.(weight|bias)', key) and key not in own]
-        for key in unused:
-            del state_dict[key]
-        return state_dict
+        return without_unused_output_norms(state_dict, own)
 
     def _keys_not_in_pretraining(self) -> List[str]:
         return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
+
+
+def without_unused_output_norms(state_dict: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]):
+    """Output norms of stages this model does not output are unused, like a classifier head."""
+    return {key: value for key, value in state_dict.items()
+            if key in own or not re.fullmatch(r'norm\d+\.(weight|bias)', key)}
 
 
 def resize_bias_table(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -472,6 +489,19 @@ def resize_position_embedding(pos: torch.Tensor, grid: Tuple[int, int], dim: int
 
 
 # ------------------------------------------------------------------------------ checkpoint layouts
+# Keys only Swin V2 checkpoints have: its attention's position bias MLP, logit scale and q bias.
+_SWINV2_KEY = re.compile(r'.*\.(cpb_mlp\.\d+\.weight|logit_scale|q_bias)')
+
+
+def has_swin_patch_embedding(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """The patch embedding of Swin (V1 and V2) in the authors', timm's or OpenMMLab's naming."""
+    return 'patch_embed.proj.weight' in state_dict or 'patch_embed.projection.weight' in state_dict
+
+
+def is_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return any(_SWINV2_KEY.fullmatch(key) for key in state_dict)
+
+
 # Keys every layout carries that this package does not use: classifier, final norm, derived buffers.
 _UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|.*\.relative_position_index|.*\.attn_mask)')
 _MMDET_RENAMES = (('patch_embed.projection.', 'patch_embed.proj.'), ('.attn.w_msa.', '.attn.'),
@@ -497,9 +527,7 @@ def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[s
         if _UNUSED_KEYS.fullmatch(key):
             continue
         if layout == 'mmdet':
-            key = 'layers.' + key[len('stages.'):] if key.startswith('stages.') else key
-            for old, new in _MMDET_RENAMES:
-                key = key.replace(old, new)
+            key = from_openmmlab_key(key)
             if '.downsample.' in key:
                 value = _unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
@@ -508,6 +536,14 @@ def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[s
                 key = f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}'
         converted[key] = value
     return converted, layout
+
+
+def from_openmmlab_key(key: str) -> str:
+    """An OpenMMLab (mmdet, mmseg, mmpretrain) Swin key -> the authors' name of the same tensor, stage index kept."""
+    key = 'layers.' + key[len('stages.'):] if key.startswith('stages.') else key
+    for old, new in _MMDET_RENAMES:
+        key = key.replace(old, new)
+    return key
 
 
 def _unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:

@@ -1,16 +1,14 @@
-"""What tools/train.py, tools/test.py and tools/demo.py share on top of mmengine's Runner.
+"""Running mmengine's Runner with this package's configs: what tools/train.py and tools/test.py add.
 
 * :func:`load_config`: reads a config, applies ``--cfg-options`` and checks that its default scope is
   ``mmdet`` (a detector) or ``mmseg`` (a segmentor).
-* :func:`use_safe_checkpoint_loading`: mmengine 0.10 reads local checkpoints with ``torch.load``'s
-  default, which since torch 2.6 is ``weights_only=True`` and refuses the checkpoints mmengine itself
-  writes (they pickle the MessageHub's history buffers). This replaces mmengine's local loader with
-  :func:`swin_backbones.checkpoint.read_checkpoint`, which reads them without running code from the
-  file and refuses anything else with an error naming it. Resuming and testing then work unchanged.
 * :func:`prepare_distributed`: multi-process training on machines without a GPU. mmengine 0.10 calls
   ``torch.cuda.set_device`` when it starts the processes and passes ``device_ids`` to DDP, both of
   which fail on CPUs; here the process group is started with gloo directly and the model is wrapped by
   :class:`CPUDistributedDataParallel`. With a GPU nothing changes.
+
+Reading the runner's own checkpoints on torch >= 2.6 needs nothing here: importing ``swin_backbones``
+makes mmengine read local checkpoints safely (:func:`swin_backbones.checkpoint.use_safe_checkpoint_loading`).
 """
 import datetime
 import logging
@@ -22,9 +20,9 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
-from mmengine.runner import CheckpointLoader
 
-from swin_backbones.checkpoint import read_checkpoint
+__all__ = ['SCOPES', 'load_config', 'default_work_dir', 'CPUDistributedDataParallel', 'prepare_distributed',
+           'finish_distributed']
 
 SCOPES = {'mmdet': 'detection (mmdet)', 'mmseg': 'segmentation (mmseg)'}
 
@@ -51,18 +49,6 @@ def default_work_dir(cfg: Config, config_path: str, work_dir=None) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-# ------------------------------------------------------------------------------- safe checkpoints
-def read_runner_checkpoint(filename: str, map_location=None):
-    """Reads a checkpoint written by mmengine's runner (or any weights-only file) without running code."""
-    return read_checkpoint(osp.expanduser(filename), map_location=map_location)
-
-
-def use_safe_checkpoint_loading() -> None:
-    """Makes mmengine read local checkpoints with :func:`read_runner_checkpoint` (for this process)."""
-    CheckpointLoader.register_scheme(prefixes='', force=True)(read_runner_checkpoint)
-
-
-# ----------------------------------------------------------------------------- distributed on CPU
 @MODEL_WRAPPERS.register_module(force=True)
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """MMDistributedDataParallel for models on the CPU: no ``device_ids``, SyncBN replaced by BN
@@ -108,7 +94,3 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-__all__ = ['SCOPES', 'load_config', 'default_work_dir', 'read_runner_checkpoint', 'use_safe_checkpoint_loading',
-           'CPUDistributedDataParallel', 'prepare_distributed', 'finish_distributed']
