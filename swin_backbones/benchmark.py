@@ -227,7 +227,8 @@ def _kernel_choices() -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='swin-backbones-benchmark', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='swin', choices=sorted(PAIRS))
     parser.add_argument('--arch', help='default: tiny for Swin and SwinV2, small for CrossFormer')
     parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
