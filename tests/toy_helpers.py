@@ -4,6 +4,7 @@ import os.path as osp
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -55,7 +56,8 @@ def run(command, data_root: str, timeout: int = 900, env=None):
     except subprocess.TimeoutExpired:
         # torchrun starts its workers in sessions of their own: signal the whole tree, found first.
         tree = [process.pid] + descendants(process.pid)
-        _signal_all(tree, signal.SIGABRT)
+        for pid in tree:
+            _abort_and_wait(pid)
         try:
             output, _ = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -82,6 +84,25 @@ def descendants(pid: int):
             found.append(child)
             queue.append(child)
     return found
+
+
+def _abort_and_wait(pid: int, wait: float = 10.0) -> None:
+    """SIGABRT to one process, then wait (up to ``wait`` s) until it has dumped and ended: faulthandler
+    writes a traceback in many small writes, and two processes dumping into the same pipe at once
+    interleave them mid-line."""
+    _signal_all([pid], signal.SIGABRT)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited child that its parent has not reaped yet does not)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
 
 
 def _signal_all(pids, signum) -> None:
