@@ -55,7 +55,7 @@ def test_measured_once_per_device_key(fresh):
             kernels.choose('attention', CPU, torch.float32, shape=64)  # same length class
         assert len(fresh) == 2
         kernels.choose('attention', CPU, torch.float32, shape=1000)  # long groups are decided apart
-        kernels.choose('linear', CPU, torch.bfloat16)
+        kernels.choose('attention', CPU, torch.bfloat16, shape=49)  # dtypes are decided apart
         torch.set_num_threads(1 if threads > 1 else 2)
         kernels.choose('linear', CPU, torch.float32)
     finally:

@@ -11,7 +11,7 @@ from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
 from mmengine.config import ConfigDict
 
 from swin_backbones import CheckpointError, CheckpointMismatchError, SwinTransformer
-from swin_backbones.models.swin import relative_position_index
+from swin_backbones.models.layers import relative_position_index
 
 from .conftest import assert_close, max_abs_diff, randomize_
 from .test_swin import SMALL
@@ -34,9 +34,10 @@ def outputs(model, seed=0, size=(70, 93)):
 def authors_release(model):
     """The authors' classification release of ``model``: no output norms; head, final norm, index buffers."""
     state = {key: value for key, value in model.state_dict().items() if not key.startswith('norm')}
+    index = relative_position_index(model.window_size, model.window_size)
     for i, depth in enumerate(model.depths):
         for j in range(depth):
-            state[f'layers.{i}.blocks.{j}.attn.relative_position_index'] = relative_position_index(model.window_size)
+            state[f'layers.{i}.blocks.{j}.attn.relative_position_index'] = index
     state['norm.weight'] = torch.ones(model.num_features[-1])
     state['norm.bias'] = torch.zeros(model.num_features[-1])
     state['head.weight'] = torch.randn(1000, model.num_features[-1])

@@ -10,7 +10,7 @@ import torch
 from swin_backbones import CheckpointMismatchError, SwinTransformer, SwinTransformerV2
 from swin_backbones.convert import identify_backbone
 from swin_backbones.models import swinv2
-from swin_backbones.models.swin import relative_position_index
+from swin_backbones.models.layers import relative_position_index
 
 from .conftest import assert_close, max_abs_diff, randomize_, randomize_swinv2_
 from .test_swinv2 import SMALL, load_mmpretrain_swinv2
@@ -46,7 +46,7 @@ def authors_release(model, normalisers=None):
         for j in range(depth):
             prefix = f'layers.{i}.blocks.{j}'
             state[f'{prefix}.attn.relative_coords_table'] = coords_table(window, normaliser)
-            state[f'{prefix}.attn.relative_position_index'] = relative_position_index(window)
+            state[f'{prefix}.attn.relative_position_index'] = relative_position_index(window, window)
             if j % 2:
                 state[f'{prefix}.attn_mask'] = torch.zeros(4, window ** 2, window ** 2)
     state['norm.weight'] = torch.ones(model.num_features[-1])

@@ -216,6 +216,15 @@ def resolve_arch(family: str, table: Dict[str, dict], arch: Optional[str], defau
     return settings
 
 
+def per_stage(name: str, value, num_stages: int, minimum: int = 1) -> Tuple[int, ...]:
+    """``value`` (an int, or one per stage) as one int per stage, each at least ``minimum``."""
+    values = (value,) * num_stages if isinstance(value, int) else tuple(value)
+    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in values):
+        kind = 'positive int' if minimum == 1 else f'int >= {minimum}'
+        raise ValueError(f'{name} must be a {kind} or one {kind} per stage ({num_stages}), got {value!r}')
+    return values
+
+
 def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
     if isinstance(out_indices, int):
         out_indices = (out_indices,)

@@ -15,11 +15,11 @@ import torch.nn as nn
 import torch.utils.checkpoint as checkpoint
 
 from ..registry import MODELS
-from .base import PyramidBackbone, resolve_arch
+from .base import PyramidBackbone, per_stage, resolve_arch
 from .kernels import check_overrides
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div, check_impl, fast_conv,
                      group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask, pair_bias,
-                     round_up, ungroup_tokens)
+                     relative_offsets, relative_position_index, round_up, ungroup_tokens)
 
 # Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
 ARCH_SETTINGS = {
@@ -54,21 +54,6 @@ def _mask_fill(dtype: torch.dtype) -> float:
     return max(NEG_INF, torch.finfo(dtype).min / 2)
 
 
-def dpb_offsets(group_h: int, group_w: int, device=None) -> torch.Tensor:
-    """Every (dh, dw) offset inside a group_h x group_w grid, row-major (dh outer), as (T, 2) float32."""
-    grid = torch.meshgrid(torch.arange(1 - group_h, group_h, device=device),
-                          torch.arange(1 - group_w, group_w, device=device), indexing='ij')
-    return torch.stack(grid).flatten(1).transpose(0, 1).float()
-
-
-def dpb_index(group_h: int, group_w: int, device=None) -> torch.Tensor:
-    """(N*N,) row of :func:`dpb_offsets` for query i and key j: (dh_i-dh_j+Gh-1)*(2Gw-1) + (dw_i-dw_j+Gw-1)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(group_h, device=device), torch.arange(group_w, device=device),
-                                        indexing='ij')).flatten(1)
-    relative = coords[:, :, None] - coords[:, None, :]  # 2, N, N
-    return ((relative[0] + group_h - 1) * (2 * group_w - 1) + relative[1] + group_w - 1).view(-1)
-
-
 class GroupLayout(NamedTuple):
     """How one attention pattern cuts a map in this forward: the grouping of the padded map, its size,
     the DPB inputs for the group shape and the padded-key mask. Shared by the blocks that use it."""
@@ -86,8 +71,9 @@ def group_layout(height: int, width: int, multiple: int, grouping_of, device, dt
     grouping = grouping_of(padded_height, padded_width)
     mask = padding_key_mask(height, width, padded_height, padded_width, grouping, device, dtype,
                             fill=_mask_fill(dtype))
-    return GroupLayout(grouping, padded_height, padded_width, dpb_offsets(grouping.inner_h, grouping.inner_w, device),
-                       dpb_index(grouping.inner_h, grouping.inner_w, device), mask)
+    group_h, group_w = grouping.inner_h, grouping.inner_w
+    return GroupLayout(grouping, padded_height, padded_width, relative_offsets(group_h, group_w, device),
+                       relative_position_index(group_h, group_w, device).view(-1), mask)
 
 
 class CrossScaleEmbedding(nn.Module):
@@ -334,8 +320,8 @@ class CrossFormer(PyramidBackbone):
         if not isinstance(embed_dims, int) or embed_dims < 16 or embed_dims % 8:
             raise ValueError('embed_dims must be a multiple of 8 and at least 16 (the embedding splits it into '
                              f'C/2, C/4, C/8, C/8 and the position bias MLP is C/16 wide), got {embed_dims!r}')
-        group_size = _per_stage('group_size', group_size, num_stages)
-        crs_interval = _per_stage('crs_interval', crs_interval, num_stages)
+        group_size = per_stage('group_size', group_size, num_stages)
+        crs_interval = per_stage('crs_interval', crs_interval, num_stages)
         if settings['lda_type'] not in LDA_TYPES:
             raise ValueError(f"lda_type must be one of {LDA_TYPES} ('paper': CrossFormer, 'pp': CrossFormer++), "
                              f"got {settings['lda_type']!r}")
@@ -397,14 +383,6 @@ class CrossFormer(PyramidBackbone):
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
         return convert_crossformer_state_dict(state_dict)
-
-
-def _per_stage(name: str, value, num_stages: int, minimum: int = 1) -> Tuple[int, ...]:
-    values = (value,) * num_stages if isinstance(value, int) else tuple(value)
-    if len(values) != num_stages or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in values):
-        kind = 'positive int' if minimum == 1 else f'int >= {minimum}'
-        raise ValueError(f'{name} must be a {kind} or one {kind} per stage ({num_stages}), got {value!r}')
-    return values
 
 
 # ------------------------------------------------------------------------------ checkpoint layouts

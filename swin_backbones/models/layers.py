@@ -304,6 +304,23 @@ def fast_conv(x: torch.Tensor, conv: nn.Conv2d, kernels: Optional[Dict[str, str]
     return strided_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], kernel)
 
 
+def relative_offsets(group_h: int, group_w: int, device=None) -> torch.Tensor:
+    """Every (dh, dw) offset between two tokens of a group_h x group_w grid, row-major (dh outer), as (T, 2)
+    float32: the inputs of CrossFormer's dynamic and Swin V2's continuous position bias."""
+    grid = torch.meshgrid(torch.arange(1 - group_h, group_h, device=device),
+                          torch.arange(1 - group_w, group_w, device=device), indexing='ij')
+    return torch.stack(grid).flatten(1).transpose(0, 1).float()
+
+
+def relative_position_index(group_h: int, group_w: int, device=None) -> torch.Tensor:
+    """(N, N) row of :func:`relative_offsets` (and of Swin's bias table) for query i and key j:
+    (dh_i-dh_j+Gh-1)*(2Gw-1) + (dw_i-dw_j+Gw-1)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(group_h, device=device), torch.arange(group_w, device=device),
+                                        indexing='ij')).flatten(1)
+    relative = coords[:, :, None] - coords[:, None, :]  # 2, N, N
+    return (relative[0] + group_h - 1) * (2 * group_w - 1) + relative[1] + group_w - 1
+
+
 def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
     """Zero-pads a (B, H, W, C) map at the bottom and right up to multiples of the given sizes."""
     _, height, width, _ = x.shape

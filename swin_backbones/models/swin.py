@@ -18,8 +18,8 @@ from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .kernels import check_overrides
 from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
-                     fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup, round_up,
-                     ungroup_tokens)
+                     fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup,
+                     relative_position_index, round_up, ungroup_tokens)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -69,13 +69,6 @@ def concat_neighbours(x: torch.Tensor) -> torch.Tensor:
     # Neighbour order (0,0), (1,0), (0,1), (1,1) with the row offset fastest, as in the authors' code.
     x = x.view(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5)
     return x.reshape(batch, height // 2, width // 2, 4 * channels)
-
-
-def relative_position_index(window: int) -> torch.Tensor:
-    """(N, N) row of the bias table for each query/key pair of a window: (dh+ws-1)*(2ws-1) + (dw+ws-1)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')).flatten(1)
-    offsets = (coords[:, :, None] - coords[:, None, :]) + (window - 1)  # 2, N, N
-    return offsets[0] * (2 * window - 1) + offsets[1]
 
 
 class WindowView(NamedTuple):
@@ -201,7 +194,8 @@ class WindowAttention(MultiHeadGroupAttention):
         super().__init__(dim, num_heads, **kwargs)
         self.window_size = window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
+        self.register_buffer('relative_position_index', relative_position_index(window_size, window_size),
+                             persistent=False)
 
     def position_bias(self) -> torch.Tensor:
         return pair_bias(self.relative_position_bias_table, self.relative_position_index, self.window_size ** 2)

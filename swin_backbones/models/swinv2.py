@@ -22,13 +22,12 @@ import torch.utils.checkpoint as checkpoint
 from mmengine.logging import print_log
 
 from ..registry import MODELS
-from .base import PyramidBackbone, resolve_arch
-from .crossformer import _per_stage, dpb_offsets
+from .base import PyramidBackbone, per_stage, resolve_arch
 from .kernels import check_overrides
-from .layers import DropPath, Mlp, MultiHeadGroupAttention, build_norm, check_impl, pair_bias
+from .layers import (DropPath, Mlp, MultiHeadGroupAttention, build_norm, check_impl, pair_bias, relative_offsets,
+                     relative_position_index)
 from .swin import (PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
-                   from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, relative_position_index,
-                   without_unused_output_norms)
+                   from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, without_unused_output_norms)
 
 # Structure of each arch and its default window (the published ImageNet-1k windows: 8 at 256 px for
 # tiny, small and base; 12 at 192 px, ImageNet-22k, for large).
@@ -45,7 +44,7 @@ CPB_HIDDEN_DIMS = 512
 def log_spaced_offsets(window: int, normaliser: int) -> torch.Tensor:
     """((2w-1)^2, 2) float32: every (dh, dw) offset of a ``window`` x ``window`` window, in the row order of
     :func:`.swin.relative_position_index`, divided by ``normaliser - 1``, times 8, then sign(x) log2(|x| + 1) / 3."""
-    offsets = dpb_offsets(window, window) / (normaliser - 1) * 8
+    offsets = relative_offsets(window, window) / (normaliser - 1) * 8
     return torch.sign(offsets) * torch.log2(offsets.abs() + 1.0) / math.log2(8)
 
 
@@ -69,7 +68,8 @@ class WindowAttentionV2(MultiHeadGroupAttention):
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.register_buffer('relative_coords_table',
                              log_spaced_offsets(window_size, pretrained_window_size or window_size), persistent=False)
-        self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
+        self.register_buffer('relative_position_index', relative_position_index(window_size, window_size),
+                             persistent=False)
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N)."""
@@ -188,8 +188,8 @@ class SwinTransformerV2(PyramidBackbone):
         num_stages = len(depths)
         if len(num_heads) != num_stages:
             raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
-        window_sizes = _per_stage('window_size', settings['window_size'], num_stages)
-        pretrained_window_sizes = _per_stage('pretrained_window_sizes', pretrained_window_sizes, num_stages, minimum=0)
+        window_sizes = per_stage('window_size', settings['window_size'], num_stages)
+        pretrained_window_sizes = per_stage('pretrained_window_sizes', pretrained_window_sizes, num_stages, minimum=0)
         normalisers = tuple(pretrained or window for window, pretrained in zip(window_sizes, pretrained_window_sizes))
         if min(normalisers) < 2:
             raise ValueError('a window of 1 has no offsets to normalise the position bias coordinates by: give '
