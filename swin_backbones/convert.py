@@ -54,5 +54,3 @@ def convert_checkpoint(source: str, destination: str, prefix: Optional[str] = No
     with atomic_output(destination, suffix='.pth') as temporary:
         torch.save({'state_dict': converted, 'meta': meta}, temporary)
     return Conversion(source, destination, backbone.__name__, layout, origin, len(state_dict), len(converted))
-
-

@@ -90,7 +90,8 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
     if spec in list_backbones():
         return create_backbone(spec, checkpoint=checkpoint, **overrides)
     if not spec.endswith('.py'):
-        raise ExportError(f'unknown backbone {spec!r}: give one of {", ".join(list_backbones())} or a config file (.py)')
+        raise ExportError(f'unknown backbone {spec!r}: give one of {", ".join(list_backbones())} '
+                          'or a config file (.py)')
     if not os.path.isfile(spec):
         raise ExportError(f'config file {spec} does not exist')
     from mmengine.config import Config

@@ -190,4 +190,3 @@ def make_toy_data(out: str, num_train: int = 200, num_val: int = 50, size: int =
     with open(osp.join(out, 'toy_data.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     return summary
-

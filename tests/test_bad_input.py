@@ -117,6 +117,7 @@ def test_bad_swin_arguments_are_named(kwargs, message):
         BACKBONES['swin'](**kwargs)
 
 
-@pytest.mark.parametrize('size, grid', [(224, (56, 56)), ((224,), (56, 56)), ((96, 160), (24, 40)), ([96, 160], (24, 40))])
+@pytest.mark.parametrize('size, grid', [(224, (56, 56)), ((224,), (56, 56)), ((96, 160), (24, 40)),
+                                        ([96, 160], (24, 40))])
 def test_pretrain_img_size_forms(size, grid):
     assert BACKBONES['swin'](pretrain_img_size=size, use_abs_pos_embed=True).pos_embed_grid == grid

@@ -68,7 +68,6 @@ SWINV2 = [
 TOY = sorted(osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, 'toy', '*.py')))
 
 
-
 def test_every_config_is_listed():
     listed = {name for name, _ in PUBLISHED} | set(UNPUBLISHED) | {name for name, _, _ in SWINV2} | set(TOY)
     found = {osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, '*', '*.py'))}

@@ -29,7 +29,8 @@ def main(argv=None) -> int:
           f"(train {summary['coco']['train']['images']} images / {summary['coco']['train']['objects']} objects, "
           f"val {summary['coco']['val']['images']} / {summary['coco']['val']['objects']})")
     print(f"ADE20K-layout semantic set: {osp.join(args.out, 'ade')} "
-          f"(training {summary['ade']['training']['images']}, validation {summary['ade']['validation']['images']} images)")
+          f"(training {summary['ade']['training']['images']}, "
+          f"validation {summary['ade']['validation']['images']} images)")
     return 0
 
 

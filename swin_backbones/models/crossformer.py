@@ -12,14 +12,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as checkpoint
 
 from ..registry import MODELS
 from .base import PyramidBackbone, per_stage, resolve_arch
 from .kernels import check_overrides
-from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div, check_impl, fast_conv,
-                     group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask, pair_bias,
-                     relative_offsets, relative_position_index, round_up, ungroup_tokens)
+from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div,
+                     check_impl, fast_conv, group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size,
+                     padding_key_mask, pair_bias, relative_offsets, relative_position_index, round_up, ungroup_tokens)
 
 # Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
 ARCH_SETTINGS = {
@@ -157,7 +156,7 @@ class CrossScaleAttention(MultiHeadGroupAttention):
         return x[:, :height, :width]
 
 
-class CrossFormerBlock(nn.Module):
+class CrossFormerBlock(CheckpointedBlock):
     """``x + DropPath(attn(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))``, then for ACL blocks
     ``LN(DepthwiseConv3x3(x))`` without a residual."""
 
@@ -192,11 +191,6 @@ class CrossFormerBlock(nn.Module):
         if self.use_acl:
             x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return x
-
-    def forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            return checkpoint.checkpoint(self._forward, x, layout, use_reentrant=False)
-        return self._forward(x, layout)
 
     def extra_repr(self) -> str:
         return f'long_distance={self.long_distance}, use_acl={self.use_acl}'

@@ -17,6 +17,7 @@ from typing import Dict, NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .attention import group_attention, plain_attention_probs
@@ -112,6 +113,18 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
+
+
+class CheckpointedBlock(nn.Module):
+    """A transformer block: ``forward(x, layout)`` runs the subclass's ``_forward(x, layout)``, under activation
+    checkpointing when ``self.with_cp`` is set and gradients flow (recomputed in backward to save memory)."""
+
+    with_cp = False
+
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return checkpoint.checkpoint(self._forward, x, layout, use_reentrant=False)
+        return self._forward(x, layout)
 
 
 # Activations a linear kernel applies as its epilogue (oneDNN by these names, aten in place), by module type.

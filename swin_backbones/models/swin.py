@@ -11,14 +11,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as checkpoint
 
 from ..checkpoint import CheckpointError
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .kernels import check_overrides
-from .layers import (DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl, group_tokens,
-                     fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup,
+from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl,
+                     group_tokens, fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup,
                      relative_position_index, round_up, ungroup_tokens)
 
 ARCH_SETTINGS = {
@@ -206,7 +205,7 @@ class WindowAttention(MultiHeadGroupAttention):
         return self.attend_groups(windows, self.position_bias(), shift_mask)
 
 
-class SwinBlock(nn.Module):
+class SwinBlock(CheckpointedBlock):
     """``x + DropPath(W-MSA(LN1(x)))``, ``x + DropPath(MLP(LN2(x)))`` on the tokens as the stage stores them
     (see :class:`WindowLayout`); the attention sees them as windows.
 
@@ -238,11 +237,6 @@ class SwinBlock(nn.Module):
             return x + self.drop_path(self.mlp(self.norm2(x)))
         x = self.attn.project(heads, residual=x)
         return self.mlp(self.norm2(x), residual=x)
-
-    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            return checkpoint.checkpoint(self._forward, x, layout, use_reentrant=False)
-        return self._forward(x, layout)
 
     def extra_repr(self) -> str:
         return f'shifted={self.shifted}'

@@ -18,14 +18,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as checkpoint
 from mmengine.logging import print_log
 
 from ..registry import MODELS
 from .base import PyramidBackbone, per_stage, resolve_arch
 from .kernels import check_overrides
-from .layers import (DropPath, Mlp, MultiHeadGroupAttention, build_norm, check_impl, pair_bias, relative_offsets,
-                     relative_position_index)
+from .layers import (CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm, check_impl, pair_bias,
+                     relative_offsets, relative_position_index)
 from .swin import (PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
                    from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, without_unused_output_norms)
 
@@ -90,7 +89,7 @@ class WindowAttentionV2(MultiHeadGroupAttention):
         return f'window_size={self.window_size}, pretrained_window_size={self.pretrained_window_size}'
 
 
-class SwinBlockV2(nn.Module):
+class SwinBlockV2(CheckpointedBlock):
     """Res-post-norm: ``x + DropPath(LN1(W-MSA(x)))``, ``x + DropPath(LN2(MLP(x)))`` on the tokens as the
     stage stores them (see :class:`.swin.WindowLayout`); the attention sees them as windows. Padded tokens
     enter attention as zeros (the map is zero-padded to whole windows, as mmpretrain's ``pad_small_map=True``
@@ -116,11 +115,6 @@ class SwinBlockV2(nn.Module):
         heads = self.attn(view.to_windows(x, layout.grouping.group_len), view.mask)
         x = x + self.drop_path(self.norm1(self.attn.project(view.from_windows(heads, like=x))))
         return x + self.drop_path(self.norm2(self.mlp(x)))
-
-    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            return checkpoint.checkpoint(self._forward, x, layout, use_reentrant=False)
-        return self._forward(x, layout)
 
     def extra_repr(self) -> str:
         return f'shifted={self.shifted}'
