@@ -12,6 +12,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 
 from ..checkpoint import CheckpointMismatchError, load_state_dict_exactly, read_backbone_weights
+from .kernels import check_overrides
+from .layers import check_impl
 
 _STRUCTURE_SETTINGS = ('embed_dims', 'depths', 'num_heads')
 _PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
@@ -44,6 +46,22 @@ class PyramidBackbone(BaseModule):
         self.frozen_stages = frozen_stages
         self.check_finite = check_finite
 
+    def _set_structure(self, arch: Optional[str], impl: str, save_memory: bool, kernels: Optional[Dict[str, str]],
+                       embed_dims: int, depths: Sequence[int], num_heads: Sequence[int]) -> None:
+        """Records the arguments every backbone shares, and the stage widths ``embed_dims * 2**i`` (each must
+        divide by its stage's heads)."""
+        self.arch = arch
+        self.impl = check_impl(impl)
+        self.save_memory = bool(save_memory)
+        self.kernels = check_overrides(kernels)
+        self.embed_dims = embed_dims
+        self.depths = tuple(depths)
+        self.num_heads = tuple(num_heads)
+        self.num_features = [embed_dims * 2 ** i for i in range(self.num_stages)]
+        for dim, heads in zip(self.num_features, self.num_heads):
+            if dim % heads:
+                raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
+
     # ----------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
@@ -51,6 +69,18 @@ class PyramidBackbone(BaseModule):
 
     def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         raise NotImplementedError
+
+    def _run_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(B, H, W, C) embedded tokens through ``self.layers`` (each stage returns its output and the next
+        stage's input); the ``out_indices`` stages' outputs as NCHW, through their output norm ``norm{i}``
+        where the backbone has one."""
+        outs = []
+        for i, stage in enumerate(self.layers):
+            out, x = stage(x)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}', None)
+                outs.append((out if norm is None else norm(out)).permute(0, 3, 1, 2).contiguous())
+        return outs
 
     def _check_input(self, x) -> None:
         name = type(self).__name__

@@ -17,8 +17,8 @@ from ..registry import MODELS
 from .base import PyramidBackbone, per_stage, resolve_arch
 from .kernels import check_overrides
 from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div,
-                     check_impl, fast_conv, group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size,
-                     padding_key_mask, pair_bias, relative_offsets, relative_position_index, round_up, ungroup_tokens)
+                     fast_conv, group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask,
+                     pair_bias, relative_offsets, relative_position_index, round_up, ungroup_tokens)
 
 # Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
 ARCH_SETTINGS = {
@@ -322,22 +322,12 @@ class CrossFormer(PyramidBackbone):
         if adaptive_interval and settings['lda_type'] != 'pp':
             raise ValueError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
-        self.arch = arch
-        self.impl = check_impl(impl)
-        self.save_memory = bool(save_memory)
-        self.kernels = check_overrides(kernels)
-        self.embed_dims = embed_dims
-        self.depths = tuple(depths)
-        self.num_heads = tuple(num_heads)
+        self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
         self.group_size = group_size
         self.crs_interval = crs_interval
         self.lda_type = settings['lda_type']
         self.adaptive_interval = bool(adaptive_interval)
         self.use_acl = bool(settings['use_acl'])
-        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]
-        for dim, heads in zip(self.num_features, num_heads):
-            if dim % heads:
-                raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
 
         self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg, fast=impl == 'fast',
                                                kernels=self.kernels)
@@ -361,12 +351,7 @@ class CrossFormer(PyramidBackbone):
 
     def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         x = self.drop_after_pos(self.patch_embed(x))  # B, H/4, W/4, C
-        outs = []
-        for i, stage in enumerate(self.layers):
-            out, x = stage(x)
-            if i in self.out_indices:
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
-        return outs
+        return self._run_stages(x)
 
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod

@@ -16,8 +16,8 @@ from ..checkpoint import CheckpointError
 from ..registry import MODELS
 from .base import PyramidBackbone, resolve_arch
 from .kernels import check_overrides
-from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, check_impl,
-                     group_tokens, fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup,
+from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
+                     fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup,
                      relative_position_index, round_up, ungroup_tokens)
 
 ARCH_SETTINGS = {
@@ -346,19 +346,9 @@ class SwinTransformer(PyramidBackbone):
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size must be a positive int, got {window_size!r}')
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
-        self.arch = arch
-        self.impl = check_impl(impl)
-        self.save_memory = bool(save_memory)
-        self.kernels = check_overrides(kernels)
-        self.embed_dims = embed_dims
-        self.depths = tuple(depths)
-        self.num_heads = tuple(num_heads)
+        self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
         self.window_size = window_size
         self.convert_weights = convert_weights
-        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]
-        for dim, heads in zip(self.num_features, num_heads):
-            if dim % heads:
-                raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None,
                                       fast=impl == 'fast', kernels=self.kernels)
@@ -404,12 +394,7 @@ class SwinTransformer(PyramidBackbone):
         if self.use_abs_pos_embed:
             x = x + self._position_embedding(x.shape[1], x.shape[2])
         x = self.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(self.layers):
-            out, x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(out).permute(0, 3, 1, 2).contiguous())
-        return outs
+        return self._run_stages(x)
 
     def _position_embedding(self, height: int, width: int) -> torch.Tensor:
         grid_h, grid_w = self.pos_embed_grid
@@ -496,12 +481,22 @@ _MMDET_RENAMES = (('patch_embed.projection.', 'patch_embed.proj.'), ('.attn.w_ms
                   ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.'))
 
 
+MERGING_KEY = re.compile(r'layers\.(\d+)\.downsample\.(.*)')
+
+
+def merging_of_previous_stage(key: str) -> str:
+    """``layers.{i}.downsample.*`` (merging at the start of stage i, as timm and mmpretrain's V2 keep it) ->
+    ``layers.{i-1}.downsample.*`` (the end of stage i-1, as the authors and this package)."""
+    match = MERGING_KEY.fullmatch(key)
+    return f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}' if match else key
+
+
 def detect_swin_layout(state_dict: Dict[str, torch.Tensor]) -> str:
     """'mmdet' (also mmseg), 'timm' (merging at the start of the next stage) or 'original' (the authors' and ours)."""
     keys = set(state_dict)
     if any(key.startswith('stages.') for key in keys):
         return 'mmdet'
-    merges = {int(m.group(1)) for key in keys if (m := re.match(r'layers\.(\d+)\.downsample\.', key))}
+    merges = {int(m.group(1)) for key in keys if (m := MERGING_KEY.match(key))}
     if merges and 0 not in merges:
         return 'timm'
     return 'original'
@@ -519,9 +514,7 @@ def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[s
             if '.downsample.' in key:
                 value = _unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
-            match = re.match(r'layers\.(\d+)\.downsample\.(.*)', key)
-            if match:
-                key = f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}'
+            key = merging_of_previous_stage(key)
         converted[key] = value
     return converted, layout
 

@@ -22,11 +22,11 @@ from mmengine.logging import print_log
 
 from ..registry import MODELS
 from .base import PyramidBackbone, per_stage, resolve_arch
-from .kernels import check_overrides
-from .layers import (CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm, check_impl, pair_bias,
-                     relative_offsets, relative_position_index)
-from .swin import (PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
-                   from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, without_unused_output_norms)
+from .layers import (CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm, pair_bias, relative_offsets,
+                     relative_position_index)
+from .swin import (MERGING_KEY, PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
+                   from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, merging_of_previous_stage,
+                   without_unused_output_norms)
 
 # Structure of each arch and its default window (the published ImageNet-1k windows: 8 at 256 px for
 # tiny, small and base; 12 at 192 px, ImageNet-22k, for large).
@@ -190,17 +190,10 @@ class SwinTransformerV2(PyramidBackbone):
                              f'pretrained_window_sizes >= 2 for those stages; got window_size {window_sizes} and '
                              f'pretrained_window_sizes {pretrained_window_sizes}')
         super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
-        self.arch = arch
-        self.impl = check_impl(impl)
-        self.save_memory = bool(save_memory)
-        self.kernels = check_overrides(kernels)
-        self.embed_dims = embed_dims
-        self.depths = tuple(depths)
-        self.num_heads = tuple(num_heads)
+        self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
         self.window_sizes = window_sizes
         self.pretrained_window_sizes = pretrained_window_sizes
         self.position_bias_normalisers = normalisers
-        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]  # the attention checks the heads
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg, fast=impl == 'fast',
                                       kernels=self.kernels)
         self.drop_after_pos = nn.Dropout(drop_rate)
@@ -241,12 +234,7 @@ class SwinTransformerV2(PyramidBackbone):
 
     def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         x = self.drop_after_pos(self.patch_embed(x))  # B, H/4, W/4, C
-        outs = []
-        for i, stage in enumerate(self.layers):
-            out, x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(out).permute(0, 3, 1, 2).contiguous())
-        return outs
+        return self._run_stages(x)
 
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod
@@ -289,7 +277,6 @@ class SwinTransformerV2(PyramidBackbone):
 # Keys the layouts carry that this package does not use: classifier, final norm, derived buffers.
 _UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|'
                           r'.*\.(relative_position_index|relative_coords_table|attn_mask|k_bias))')
-_MERGING_KEY = re.compile(r'layers\.(\d+)\.downsample\.(.*)')
 _COORDS_TABLE_KEY = re.compile(r'(?:layers|stages)\.(\d+)\.blocks\.\d+\.attn\.(?:w_msa\.)?relative_coords_table')
 
 
@@ -298,14 +285,8 @@ def detect_swinv2_layout(state_dict: Dict[str, torch.Tensor]) -> str:
     order), 'timm' (merging at the start of the next stage) or 'original' (the authors' and ours)."""
     if any(key.startswith('stages.') for key in state_dict):
         return 'mmpretrain'
-    merges = {int(m.group(1)) for key in state_dict if (m := _MERGING_KEY.match(key))}
+    merges = {int(m.group(1)) for key in state_dict if (m := MERGING_KEY.match(key))}
     return 'timm' if merges and 0 not in merges else 'original'
-
-
-def _merging_of_previous_stage(key: str) -> str:
-    """``layers.{i}.downsample.*`` (merging at the start of stage i) -> ``layers.{i-1}.downsample.*``."""
-    match = _MERGING_KEY.fullmatch(key)
-    return f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}' if match else key
 
 
 def convert_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -316,11 +297,11 @@ def convert_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict
         if _UNUSED_KEYS.fullmatch(key):
             continue
         if layout == 'mmpretrain':
-            key = _merging_of_previous_stage(from_openmmlab_key(key))
+            key = merging_of_previous_stage(from_openmmlab_key(key))
             if key.endswith('.downsample.reduction.weight'):  # the norm follows the reduction: 2C, not reordered
                 value = _unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
-            key = _merging_of_previous_stage(key)
+            key = merging_of_previous_stage(key)
         converted[key] = value
     return converted, layout
 
