@@ -64,6 +64,17 @@ def test_measured_once_per_device_key(fresh):
     assert all(torch.backends.cpu.get_cpu_capability() in key for key in fresh)
 
 
+def test_deterministic_algorithms_take_the_first_candidate_unmeasured(fresh, monkeypatch):
+    """A measurement may choose differently in another run (and so round differently): deterministic mode,
+    which must repeat to the bit, does not measure. Explicit overrides still apply."""
+    monkeypatch.setattr(torch, 'are_deterministic_algorithms_enabled', lambda: True)
+    assert kernels.choose('linear', CPU, torch.float32) == 'aten'
+    assert kernels.choose('attention', CPU, torch.float32, shape=49) == 'sdpa'
+    assert kernels.choose('attention_backward', CPU, torch.float32, shape=1000) == 'store'
+    assert kernels.choose('weight_grad', CPU, torch.float32, dict(weight_grad='grad_t_input')) == 'grad_t_input'
+    assert fresh == []
+
+
 def test_only_available_kernels_are_offered(fresh):
     meta = torch.device('meta')
     assert kernels.DECISIONS['linear'].available(meta, torch.float32) == ('aten',)

@@ -14,6 +14,9 @@ Overrides, in order of precedence:
 
 * the backbones' ``kernels`` argument, e.g. ``kernels=dict(linear='aten')``;
 * the environment variable ``SWIN_BACKBONES_KERNELS``, e.g. ``linear=aten,attention=sdpa``;
+* with ``torch.use_deterministic_algorithms(True)`` (what mmengine's ``randomness.deterministic=True``
+  sets), the first candidate of each decision, unmeasured: a measurement can pick other kernels in
+  another run, which rounds differently, and a deterministic run must repeat to the bit;
 * otherwise the measurement (:func:`measured_choices` lists what was decided).
 
 Decisions and candidates (the first is kept unless another is measurably faster):
@@ -216,8 +219,9 @@ def device_key(device: torch.device, dtype: torch.dtype) -> tuple:
 
 def choose(decision: str, device: torch.device, dtype: torch.dtype, overrides: Optional[Mapping[str, str]] = None,
            shape=None) -> str:
-    """The kernel for ``decision`` on this device: the model's override, the environment's, or the measured
-    one (for the decision's class of ``shape``: a group length, a convolution's settings).
+    """The kernel for ``decision`` on this device: the model's override, the environment's, the first
+    candidate under deterministic algorithms, or the measured one (for the decision's class of ``shape``: a
+    group length, a convolution's settings).
 
     An override that is not available here (oneDNN on a GPU) falls back to the measured choice.
     """
@@ -226,7 +230,7 @@ def choose(decision: str, device: torch.device, dtype: torch.dtype, overrides: O
     for source in (overrides or {}, _environment_overrides()):
         if source.get(decision) in available:
             return source[decision]
-    if len(available) == 1:
+    if len(available) == 1 or torch.are_deterministic_algorithms_enabled():
         return available[0]
     shape_class = spec.shape_class(shape) if spec.shape_class else None
     key = (decision, shape_class) + device_key(device, dtype)
