@@ -481,13 +481,13 @@ _MMDET_RENAMES = (('patch_embed.projection.', 'patch_embed.proj.'), ('.attn.w_ms
                   ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.'))
 
 
-MERGING_KEY = re.compile(r'layers\.(\d+)\.downsample\.(.*)')
+_MERGING_KEY = re.compile(r'layers\.(\d+)\.downsample\.(.*)')
 
 
 def merging_of_previous_stage(key: str) -> str:
     """``layers.{i}.downsample.*`` (merging at the start of stage i, as timm and mmpretrain's V2 keep it) ->
     ``layers.{i-1}.downsample.*`` (the end of stage i-1, as the authors and this package)."""
-    match = MERGING_KEY.fullmatch(key)
+    match = _MERGING_KEY.fullmatch(key)
     return f'layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}' if match else key
 
 
@@ -496,7 +496,7 @@ def detect_swin_layout(state_dict: Dict[str, torch.Tensor]) -> str:
     keys = set(state_dict)
     if any(key.startswith('stages.') for key in keys):
         return 'mmdet'
-    merges = {int(m.group(1)) for key in keys if (m := MERGING_KEY.match(key))}
+    merges = {int(m.group(1)) for key in keys if (m := _MERGING_KEY.match(key))}
     if merges and 0 not in merges:
         return 'timm'
     return 'original'

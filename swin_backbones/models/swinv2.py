@@ -24,9 +24,9 @@ from ..registry import MODELS
 from .base import PyramidBackbone, per_stage, resolve_arch
 from .layers import (CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm, pair_bias, relative_offsets,
                      relative_position_index)
-from .swin import (MERGING_KEY, PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
-                   from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict, merging_of_previous_stage,
-                   without_unused_output_norms)
+from .swin import (PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
+                   detect_swin_layout, from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict,
+                   merging_of_previous_stage, without_unused_output_norms)
 
 # Structure of each arch and its default window (the published ImageNet-1k windows: 8 at 256 px for
 # tiny, small and base; 12 at 192 px, ImageNet-22k, for large).
@@ -283,10 +283,8 @@ _COORDS_TABLE_KEY = re.compile(r'(?:layers|stages)\.(\d+)\.blocks\.\d+\.attn\.(?
 def detect_swinv2_layout(state_dict: Dict[str, torch.Tensor]) -> str:
     """'mmpretrain' (``stages.``, ``w_msa``, ``ffn``, merging at the start of the next stage in unfold
     order), 'timm' (merging at the start of the next stage) or 'original' (the authors' and ours)."""
-    if any(key.startswith('stages.') for key in state_dict):
-        return 'mmpretrain'
-    merges = {int(m.group(1)) for key in state_dict if (m := MERGING_KEY.match(key))}
-    return 'timm' if merges and 0 not in merges else 'original'
+    layout = detect_swin_layout(state_dict)  # V1's OpenMMLab key names are mmpretrain's V2 ones
+    return 'mmpretrain' if layout == 'mmdet' else layout
 
 
 def convert_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
