@@ -76,9 +76,10 @@ def test_training_attention_kernels_match_plain(kernel, mask_kind, batch):
 
 
 @pytest.mark.parametrize('mask_kind', [None, 'regions', 'keys'])
-@pytest.mark.parametrize('chunk_elements', [3 * 7 * 7 * 5, 3 * 7 * 7 - 1])
+@pytest.mark.parametrize('chunk_elements', [3 * 49 * 49 * 5, 2 * 49 * 49, 49 * 49 - 1])
 def test_recomputing_backward_in_chunks_matches_plain(mask_kind, chunk_elements, monkeypatch):
-    """Chunks that do not divide the groups of an image, and chunks of a single group."""
+    """Chunks of 5 groups (which do not divide the 12 groups of an image), of 2 heads of a group (which do
+    not divide its 3 heads), and of a single head."""
     monkeypatch.setattr(attention, '_BACKWARD_CHUNK_ELEMENTS', chunk_elements)
     qkv, bias, mask = attention_inputs(2, groups=12, length=7 * 7, mask_kind=mask_kind)
     scale = 8 ** -0.5

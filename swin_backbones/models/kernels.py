@@ -82,8 +82,9 @@ def length_class(length: int) -> str:
 # of the tiny and small models (rows of a 56 x 56 map) and a qkv projection of the second.
 _LINEAR_SHAPES = ((3136, 96, 384, 'gelu'), (3136, 384, 96, 'add'), (784, 192, 576, 'none'))
 # Attention shapes (groups, heads, N, head dim): Swin / CrossFormer short-distance windows, and a
-# CrossFormer long-distance group.
-_ATTENTION_SHAPES = {'short': ((64, 3, 49, 32), (16, 6, 49, 32)), 'long': ((1, 2, 1024, 32),)}
+# CrossFormer long-distance groups: several, so that the stored probabilities (50 MB) outgrow the caches
+# as they do in a real layer (a 1024-token group per 32 image rows and columns).
+_ATTENTION_SHAPES = {'short': ((64, 3, 49, 32), (16, 6, 49, 32)), 'long': ((4, 3, 1024, 32),)}
 # Convolutions are timed on a 32 x 32 output map.
 _CONV_OUTPUT_SIDE = 32
 
