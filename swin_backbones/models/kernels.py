@@ -36,8 +36,9 @@ Decisions and candidates (the first is kept unless another is measurably faster)
 * ``strided_conv``: the patch embedding and merging convolutions (kernel a multiple of the stride):
   ``direct`` (``F.conv2d``) or ``space_to_depth`` (stride folded into channels, then a stride-1 conv).
 
-``attention`` and ``attention_backward`` are decided separately for short groups (up to
-:data:`SHORT_GROUP` tokens, e.g. Swin windows) and long ones (CrossFormer's long-distance groups);
+``attention`` and ``attention_backward`` are decided separately for each class of group length in
+:data:`LENGTH_CLASSES`: short (Swin's 7 x 7 and 8 x 8 windows), medium (16 x 16 windows, CrossFormer's
+long-distance groups of 512-pixel inputs) and long (those of detection-sized inputs);
 ``strided_conv`` for each convolution's channels, kernel, stride and padding, and whether it is trained.
 """
 import os
@@ -48,7 +49,8 @@ from typing import Callable, Dict, Hashable, Mapping, NamedTuple, Optional, Tupl
 import torch
 
 ENV_VARIABLE = 'SWIN_BACKBONES_KERNELS'
-SHORT_GROUP = 256  # tokens; groups up to this length are timed and decided as 'short'
+# (longest group, class): groups up to that many tokens are timed and decided together.
+LENGTH_CLASSES = ((64, 'short'), (320, 'medium'), (float('inf'), 'long'))
 
 
 class Decision(NamedTuple):
@@ -75,16 +77,18 @@ def _linear_available(device, dtype):
 
 
 def length_class(length: int) -> str:
-    return 'short' if length <= SHORT_GROUP else 'long'
+    return next(name for longest, name in LENGTH_CLASSES if length <= longest)
 
 
 # Layer shapes timed for the linear decisions: (tokens, in, out, epilogue): an MLP of the first stage
 # of the tiny and small models (rows of a 56 x 56 map) and a qkv projection of the second.
 _LINEAR_SHAPES = ((3136, 96, 384, 'gelu'), (3136, 384, 96, 'add'), (784, 192, 576, 'none'))
-# Attention shapes (groups, heads, N, head dim): Swin / CrossFormer short-distance windows, and a
-# CrossFormer long-distance groups: several, so that the stored probabilities (50 MB) outgrow the caches
-# as they do in a real layer (a 1024-token group per 32 image rows and columns).
-_ATTENTION_SHAPES = {'short': ((64, 3, 49, 32), (16, 6, 49, 32)), 'long': ((4, 3, 1024, 32),)}
+# Attention shapes (groups, heads, N, head dim) for each length class: Swin / CrossFormer short-distance
+# windows, then many groups of a medium length, then several long ones (a 1024-token group per 32 image
+# rows and columns of a CrossFormer long-distance layer); the stored probabilities of the latter two
+# (50 MB) outgrow the caches as they do in a real layer.
+_ATTENTION_SHAPES = {'short': ((64, 3, 49, 32), (16, 6, 49, 32)), 'medium': ((64, 3, 256, 32),),
+                     'long': ((4, 3, 1024, 32),)}
 # Convolutions are timed on a 32 x 32 output map.
 _CONV_OUTPUT_SIDE = 32
 
