@@ -136,10 +136,14 @@ def _probs(q_scaled: torch.Tensor, k: torch.Tensor, additive: torch.Tensor) -> t
     return logits.softmax(dim=-1)
 
 
-def _gradients_from_probs(probs, q_scaled, k, v, grad_out, scale):
-    """Gradients of the core with respect to q, k, v and the logits, given its probabilities."""
+def _gradients_from_probs(probs, q_scaled, k, v, grad_out, scale, grad_probs=None, grad_logits=None):
+    """Gradients of the core with respect to q, k, v and the logits, given its probabilities; the gradients
+    of the probabilities and of the logits are written into ``grad_probs`` and ``grad_logits`` when given
+    (buffers of the probabilities' shape)."""
     grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
-    grad_logits = torch._softmax_backward_data(torch.matmul(grad_out, v.transpose(-2, -1)), probs, -1, probs.dtype)
+    grad_probs = torch.matmul(grad_out, v.transpose(-2, -1), out=grad_probs)
+    grad_logits = torch.ops.aten._softmax_backward_data.out(
+        grad_probs, probs, -1, probs.dtype, grad_input=torch.empty_like(probs) if grad_logits is None else grad_logits)
     grad_k = torch.matmul(grad_logits.transpose(-2, -1), q_scaled)
     grad_q = torch.matmul(grad_logits, k).mul_(scale)
     return grad_q, grad_k, grad_v, grad_logits
@@ -201,7 +205,7 @@ class _RecomputingAttention(torch.autograd.Function):
         group_step = max(1, min(groups, _BACKWARD_CHUNK_ELEMENTS // (heads * length * length)))
         head_step = heads if group_step > 1 else max(1, min(heads, _BACKWARD_CHUNK_ELEMENTS // (length * length)))
         # Reused by every chunk (written through out= arguments): a fresh allocation of this size would be
-        # paged in anew each time. The logits share their buffer with the logits' gradient, which follows them.
+        # paged in anew each time.
         probs_buffer, grad_probs_buffer, logits_buffer = (
             q.new_empty(group_step * head_step, length, length) for _ in range(3))
         for image in _image_slices(groups, mask):
@@ -228,10 +232,9 @@ def _chunk_gradients(q, k, v, grad_out, additive, scale, buffers, grad_q, grad_k
     torch.bmm(q_scaled, k.transpose(1, 2), out=logits)
     logits.view(groups, heads, length, length).add_(additive)
     torch.ops.aten._softmax.out(logits, -1, False, out=probs)
-    torch.bmm(grad_out, v.transpose(1, 2), out=grad_probs)
-    grad_logits = torch.ops.aten._softmax_backward_data.out(grad_probs, probs, -1, probs.dtype, grad_input=logits)
-    for group_grad_logits in grad_logits.view(groups, heads, length, length):
+    # The logits' gradient takes the logits' buffer: the softmax has read them.
+    grads = _gradients_from_probs(probs, q_scaled, k, v, grad_out, scale, grad_probs, grad_logits=logits)
+    for group_grad_logits in grads[3].view(groups, heads, length, length):
         grad_bias += group_grad_logits
-    grad_v.copy_(torch.bmm(probs.transpose(1, 2), grad_out).view(groups, heads, length, dim))
-    grad_k.copy_(torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(groups, heads, length, dim))
-    grad_q.copy_(torch.bmm(grad_logits, k).mul_(scale).view(groups, heads, length, dim))
+    for grad, chunk_grad in zip((grad_q, grad_k, grad_v), grads):
+        grad.copy_(chunk_grad.view(groups, heads, length, dim))
