@@ -19,9 +19,9 @@ onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='to
 LINEAR_KERNELS = [pytest.param('aten'), pytest.param('onednn', marks=onednn)]
 # Each kernel set selects one candidate of every decision; together they cover every candidate.
 KERNEL_SETS = {
-    'first': dict(linear='aten', weight_grad='input_t_grad', attention='sdpa', attention_backward='store',
+    'first': dict(linear='aten', weight_grad='grad_t_input', attention='sdpa', attention_backward='store',
                   strided_conv='direct'),
-    'second': dict(linear='onednn', weight_grad='grad_t_input', attention='matmul', attention_backward='recompute',
+    'second': dict(linear='onednn', weight_grad='input_t_grad', attention='matmul', attention_backward='recompute',
                    strided_conv='space_to_depth'),
 }
 KERNEL_SET_PARAMS = [pytest.param('first'), pytest.param('second', marks=onednn)]

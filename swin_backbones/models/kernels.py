@@ -25,8 +25,8 @@ Decisions and candidates (the first is kept unless another is measurably faster)
   the activation in inference): ``aten`` (``addmm``, then the epilogue in place) or ``onednn``
   (``mkldnn._linear_pointwise``, one pass; CPU, fp32/bf16 only).
 * ``weight_grad``: the layout of the weight-gradient matmul in the linear layers' backward:
-  ``input_t_grad`` (x^T @ dy, transposed afterwards, as autograd's ``addmm`` backward does) or
-  ``grad_t_input`` (dy^T @ x, in the weight's layout directly).
+  ``grad_t_input`` (dy^T @ x, in the weight's layout directly, as autograd's backward of ``F.linear``
+  does) or ``input_t_grad`` (x^T @ dy, transposed afterwards).
 * ``attention``: the attention core without gradients: ``sdpa`` (``F.scaled_dot_product_attention``
   with bias and mask as one additive mask) or ``matmul`` (matmul, softmax, matmul).
 * ``attention_backward``: how training attention gets its softmax probabilities back: ``store``
@@ -163,7 +163,7 @@ def _conv_workloads(decision, device, dtype, shape_class):
 
 DECISIONS: Dict[str, Decision] = {
     'linear': Decision(('aten', 'onednn'), _linear_available, _linear_workloads),
-    'weight_grad': Decision(('input_t_grad', 'grad_t_input'), _all('input_t_grad', 'grad_t_input'),
+    'weight_grad': Decision(('grad_t_input', 'input_t_grad'), _all('grad_t_input', 'input_t_grad'),
                             _linear_workloads),
     'attention': Decision(('sdpa', 'matmul'), _all('sdpa', 'matmul'), _attention_workloads, length_class),
     'attention_backward': Decision(('store', 'recompute'), _all('store', 'recompute'), _attention_workloads,

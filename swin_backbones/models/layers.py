@@ -160,7 +160,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
 
 def linear_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: str) -> torch.Tensor:
     """The (out, in) weight gradient of a linear layer from its (M, out) output gradient and (M, in) input,
-    by the ``weight_grad`` kernel ('input_t_grad': (x^T dy)^T, as autograd; 'grad_t_input': dy^T x)."""
+    by the ``weight_grad`` kernel ('grad_t_input': dy^T x, as autograd; 'input_t_grad': (x^T dy)^T)."""
     if kernel == 'grad_t_input':
         return grad.t() @ x
     return (x.t() @ grad).t()
