@@ -102,13 +102,24 @@ def test_the_default_stays_unless_another_is_clearly_faster(monkeypatch, seconds
     assert choice == expected and timings == seconds
 
 
+def test_each_length_class_is_timed_on_groups_of_its_own_length():
+    """A class timed on another class's groups would decide for the wrong regime (a single long group's
+    probabilities fit in cache, a real layer's do not)."""
+    assert [kernels.length_class(n) for n in (1, 49, 64, 65, 256, 320, 321, 1050)] == [
+        'short', 'short', 'short', 'medium', 'medium', 'medium', 'long', 'long']
+    for _, name in kernels.LENGTH_CLASSES:
+        shapes = kernels._ATTENTION_SHAPES[name]
+        assert shapes and all(kernels.length_class(length) == name for _, _, length, _ in shapes)
+
+
 def test_real_measurement_times_every_candidate(monkeypatch):
     monkeypatch.setattr(kernels, '_measured', {})
     monkeypatch.setattr(kernels, '_timings', {})
     monkeypatch.delenv(kernels.ENV_VARIABLE, raising=False)
-    for decision, length in (('linear', None), ('weight_grad', None), ('attention', 49), ('attention_backward', 49)):
+    for decision, length in (('linear', None), ('weight_grad', None), ('attention', 49), ('attention_backward', 49),
+                             ('attention_backward', 256), ('attention_backward', 1050)):
         choice = kernels.choose(decision, CPU, torch.float32, shape=length)
-        key = (decision, 'short' if length else None) + kernels.device_key(CPU, torch.float32)
+        key = (decision, kernels.length_class(length) if length else None) + kernels.device_key(CPU, torch.float32)
         measured_choice, timings = kernels.measured_choices()[key]
         assert choice == measured_choice
         assert set(timings) == set(kernels.DECISIONS[decision].available(CPU, torch.float32))
