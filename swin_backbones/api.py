@@ -6,35 +6,15 @@
 """
 import os
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
 
-from .models.base import PyramidBackbone
-from .registry import MODELS
+from .models.base import PyramidBackbone, registered_backbones
 
 if TYPE_CHECKING:
     import PIL.Image
-
-# name -> (registered type, arch)
-_BACKBONES = OrderedDict([
-    ('swin-t', ('SwinTransformer', 'tiny')),
-    ('swin-s', ('SwinTransformer', 'small')),
-    ('swin-b', ('SwinTransformer', 'base')),
-    ('swin-l', ('SwinTransformer', 'large')),
-    ('swinv2-t', ('SwinTransformerV2', 'tiny')),
-    ('swinv2-s', ('SwinTransformerV2', 'small')),
-    ('swinv2-b', ('SwinTransformerV2', 'base')),
-    ('swinv2-l', ('SwinTransformerV2', 'large')),
-    ('crossformer-t', ('CrossFormer', 'tiny')),
-    ('crossformer-s', ('CrossFormer', 'small')),
-    ('crossformer-b', ('CrossFormer', 'base')),
-    ('crossformer-l', ('CrossFormer', 'large')),
-    ('crossformer-pp-s', ('CrossFormer', 'pp-small')),
-    ('crossformer-pp-b', ('CrossFormer', 'pp-base')),
-    ('crossformer-pp-l', ('CrossFormer', 'pp-large')),
-])
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -42,9 +22,14 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, 'PIL.Image.Image']
 
 
+def _presets() -> Dict[str, Tuple[Type[PyramidBackbone], str]]:
+    """{name: (backbone class, arch)} from the registered backbones' ``presets``."""
+    return {name: (backbone, arch) for backbone in registered_backbones() for name, arch in backbone.presets.items()}
+
+
 def list_backbones() -> List[str]:
     """Names accepted by :func:`create_backbone`."""
-    return list(_BACKBONES)
+    return list(_presets())
 
 
 def create_backbone(name: str, checkpoint: Optional[str] = None, weights_only: bool = True,
@@ -54,14 +39,15 @@ def create_backbone(name: str, checkpoint: Optional[str] = None, weights_only: b
     ``overrides`` are constructor arguments (``out_indices``, ``window_size``, ``drop_path_rate`` ...).
     Without a checkpoint the weights are randomly initialised.
     """
-    if name not in _BACKBONES:
-        raise ValueError(f'unknown backbone {name!r}; choose one of {", ".join(_BACKBONES)}')
+    presets = _presets()
+    if name not in presets:
+        raise ValueError(f'unknown backbone {name!r}; choose one of {", ".join(presets)}')
     if 'init_cfg' in overrides or 'pretrained' in overrides:
         raise ValueError('give weights with checkpoint=PATH, not init_cfg/pretrained')
-    backbone_type, arch = _BACKBONES[name]
+    backbone_type, arch = presets[name]
     init_cfg = dict(type='Pretrained', checkpoint=os.fspath(checkpoint), weights_only=weights_only) \
         if checkpoint is not None else None
-    backbone = MODELS.build(dict(type=backbone_type, arch=arch, init_cfg=init_cfg, **overrides))
+    backbone = backbone_type(arch=arch, init_cfg=init_cfg, **overrides)
     backbone.init_weights()
     return backbone.eval()
 

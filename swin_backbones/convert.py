@@ -7,8 +7,7 @@ import torch
 
 from .checkpoint import CheckpointError, read_backbone_weights
 from .files import atomic_output
-from .models import BACKBONES
-from .models.base import PyramidBackbone
+from .models.base import PyramidBackbone, registered_backbones
 
 LAYOUT_NAME = 'swin_backbones'
 
@@ -32,11 +31,12 @@ class Conversion:
 
 
 def identify_backbone(state_dict: Dict[str, torch.Tensor]) -> Type[PyramidBackbone]:
-    matches = [backbone for backbone in BACKBONES if backbone.recognizes(state_dict)]
+    backbones = registered_backbones()
+    matches = [backbone for backbone in backbones if backbone.recognizes(state_dict)]
     if len(matches) != 1:
         sample = ', '.join(list(state_dict)[:8])
         raise CheckpointError(f'cannot tell which backbone this checkpoint belongs to (known: '
-                              f'{", ".join(b.__name__ for b in BACKBONES)}); its first keys: {sample}')
+                              f'{", ".join(b.__name__ for b in backbones)}); its first keys: {sample}')
     return matches[0]
 
 

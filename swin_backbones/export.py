@@ -26,9 +26,7 @@ import torch.nn as nn
 
 from .api import create_backbone, list_backbones
 from .files import atomic_output
-from .models import BACKBONES
-from .models.base import PyramidBackbone
-from .models.crossformer import CrossFormer
+from .models.base import PyramidBackbone, registered_backbones
 
 __all__ = ['EXPORTERS', 'ExportError', 'export_onnx', 'check_onnx', 'build_backbone', 'minimum_input_size',
            'default_sample_size', 'check_sizes', 'output_names']
@@ -46,15 +44,9 @@ def output_names(backbone: PyramidBackbone) -> List[str]:
 
 
 def minimum_input_size(backbone: PyramidBackbone) -> int:
-    """Smallest H and W the exported graph computes what the PyTorch backbone computes for.
-
-    A CrossFormer stage with map side L <= its group size G switches to its small-map layout, a Python
-    branch the graph freezes at the traced size. Stage i's side is ceil(H / (4 * 2**i)), so every stage
-    stays on the normal path exactly when H > G_i * 4 * 2**i for all i. Swin has no such branch.
-    """
-    if isinstance(backbone, CrossFormer):
-        return max(stage.group_size * 4 * 2 ** i for i, stage in enumerate(backbone.layers)) + 1
-    return 1
+    """Smallest H and W the exported graph computes what the PyTorch backbone computes for (see the
+    backbone's ``minimum_input_size``: CrossFormer's small-map layout is a branch on the input size)."""
+    return backbone.minimum_input_size()
 
 
 def default_sample_size(backbone: PyramidBackbone) -> Tuple[int, int]:
@@ -103,7 +95,7 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
         raise ExportError(f'{spec} has no model.backbone')
     backbone_cfg = dict(backbone_cfg)
     backbone_type = str(backbone_cfg.get('type', '')).split('.')[-1]
-    known = [backbone.__name__ for backbone in BACKBONES]
+    known = [backbone.__name__ for backbone in registered_backbones()]
     if backbone_type not in known:
         raise ExportError(f'{spec}: model.backbone is {backbone_cfg.get("type")!r}, not a swin_backbones '
                           f'backbone ({", ".join(known)})')

@@ -1,15 +1,16 @@
 """Each fast path computes what the plain path computes: outputs and gradients, piece by piece and for
 whole backbones (``impl='fast'`` against ``impl='plain'`` with the same weights), for every kernel the
-per-device choice (swin_backbones.models.kernels) can select: the tests force each one explicitly, so they
-do not depend on what the micro-benchmark picks on the machine that runs them."""
+rules (swin_backbones.models.kernels) can select on a CPU: the tests force each one explicitly, so they do
+not depend on which the rules pick on the machine that runs them."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks.benchmark import peak_memory
 from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
-from swin_backbones.benchmark import peak_memory
 from swin_backbones.models import attention, kernels
+from swin_backbones.models.kernels import FastPath
 from swin_backbones.models.layers import (Mlp, fast_conv, fast_linear_applies, fused_linear, pair_bias, regroup,
                                           space_to_depth_applies)
 
@@ -17,12 +18,10 @@ from .conftest import assert_close, randomize_, randomize_swinv2_
 
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without oneDNN')
 LINEAR_KERNELS = [pytest.param('aten'), pytest.param('onednn', marks=onednn)]
-# Each kernel set selects one candidate of every decision; together they cover every candidate.
+# Each kernel set selects one kernel of every decision; together they cover every kernel a CPU runs.
 KERNEL_SETS = {
-    'first': dict(linear='aten', weight_grad='grad_t_input', attention='sdpa', attention_backward='store',
-                  strided_conv='direct'),
-    'second': dict(linear='onednn', weight_grad='input_t_grad', attention='matmul', attention_backward='recompute',
-                   strided_conv='space_to_depth'),
+    'first': dict(linear='aten', attention_backward='store', strided_conv='direct'),
+    'second': dict(linear='onednn', attention_backward='recompute', strided_conv='space_to_depth'),
 }
 KERNEL_SET_PARAMS = [pytest.param('first'), pytest.param('second', marks=onednn)]
 
@@ -30,9 +29,14 @@ KERNEL_SET_PARAMS = [pytest.param('first'), pytest.param('second', marks=onednn)
 REL = 1e-5
 
 
-def test_kernel_sets_cover_every_candidate():
-    for name, decision in kernels.DECISIONS.items():
-        assert {kernel_set[name] for kernel_set in KERNEL_SETS.values()} == set(decision.candidates)
+def test_kernel_sets_cover_every_kernel_a_cpu_runs():
+    for name in kernels.DECISIONS:
+        assert {kernel_set[name] for kernel_set in KERNEL_SETS.values()} == set(
+            kernels.available(name, torch.device('cpu'), torch.float32))
+
+
+def fast_path(**overrides) -> FastPath:
+    return FastPath.from_arguments(kernels=overrides)
 
 
 def gradients(fn, inputs, seed=1):
@@ -91,20 +95,20 @@ def test_recomputing_backward_in_chunks_matches_plain(mask_kind, chunk_elements,
 
 
 @pytest.mark.parametrize('mask_kind', [None, 'regions'])
-@pytest.mark.parametrize('kernel', ['store', 'recompute', 'sdpa', 'matmul'])
+@pytest.mark.parametrize('kernel', ['store', 'recompute', 'inference'])
 def test_cosine_attention_kernels_match_plain(kernel, mask_kind):
     """Swin V2's scaled cosine attention: outputs and the gradients of qkv, bias and the per-head scale."""
     qkv, bias, mask = attention_inputs(2, groups=12, length=8 * 8, mask_kind=mask_kind)
     scale = torch.tensor([4.0, 30.0, 100.0]).view(3, 1, 1)
-    overrides = dict(attention_backward=kernel) if kernel in ('store', 'recompute') else dict(attention=kernel)
+    overrides = fast_path(**(dict(attention_backward=kernel) if kernel != 'inference' else {}))
 
     def plain(qkv, bias, scale):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         return attention.plain_attention_probs(q, k, bias, mask, scale, cosine=True) @ v
 
     def fast(qkv, bias, scale):
-        return attention.group_attention(qkv, bias, mask, scale, cosine=True, kernels=overrides)
-    if 'attention_backward' in overrides:
+        return attention.group_attention(qkv, bias, mask, scale, cosine=True, options=overrides)
+    if kernel in ('store', 'recompute'):
         out, grads = gradients(fast, [qkv, bias, scale])
         out_plain, grads_plain = gradients(plain, [qkv, bias, scale])
         assert_close(grads, grads_plain, rel=REL)
@@ -116,26 +120,32 @@ def test_cosine_attention_kernels_match_plain(kernel, mask_kind):
 
 @pytest.mark.parametrize('mask_kind', [None, 'regions', 'keys'])
 @pytest.mark.parametrize('batch', [1, 2])
-@pytest.mark.parametrize('kernel', ['sdpa', 'matmul'])
-def test_inference_attention_kernels_match_plain(kernel, mask_kind, batch):
+def test_inference_attention_matches_plain(mask_kind, batch):
     qkv, bias, mask = attention_inputs(batch, groups=12, length=7 * 7, mask_kind=mask_kind)
     with torch.no_grad():
-        assert_close(attention.attention_forward(qkv, bias, mask, 0.3, kernel), plain_attention(qkv, bias, mask, 0.3),
-                     rel=REL)
+        assert_close(attention.group_attention(qkv, bias, mask, 0.3, options=FastPath()),
+                     plain_attention(qkv, bias, mask, 0.3), rel=REL)
 
 
 @pytest.mark.parametrize('kernel_set', KERNEL_SET_PARAMS)
 def test_group_attention_follows_the_overrides(kernel_set, monkeypatch):
-    """group_attention runs the kernels it is told to (and save_memory the recomputing one), whatever was measured."""
+    """group_attention runs the training kernel it is told to, whatever the rules say."""
     ran = []
     monkeypatch.setattr(attention, 'attention_training', lambda *args: ran.append(args[-1]) or args[0])
-    monkeypatch.setattr(attention, 'attention_forward', lambda *args: ran.append(args[-1]) or args[0])
     qkv, bias, _ = attention_inputs(1, groups=2, length=4)
     overrides = KERNEL_SETS[kernel_set]
-    attention.group_attention(qkv, bias, None, 0.3, kernels=overrides)
-    attention.group_attention(qkv.requires_grad_(True), bias, None, 0.3, kernels=overrides)
-    attention.group_attention(qkv, bias, None, 0.3, kernels=overrides, save_memory=True)
-    assert ran == [overrides['attention'], overrides['attention_backward'], 'recompute']
+    attention.group_attention(qkv.requires_grad_(True), bias, None, 0.3, options=fast_path(**overrides))
+    assert ran == [overrides['attention_backward']]
+
+
+@pytest.mark.parametrize('length, expected', [(49, 'store'), (64, 'store'), (65, 'recompute'), (1050, 'recompute')])
+def test_training_attention_follows_the_rules_and_save_memory(length, expected, monkeypatch):
+    ran = []
+    monkeypatch.setattr(attention, 'attention_training', lambda *args: ran.append(args[-1]) or args[0])
+    qkv, bias, _ = attention_inputs(1, groups=1, length=length, dim=2)
+    attention.group_attention(qkv.requires_grad_(True), bias, None, 0.3, options=FastPath())
+    attention.group_attention(qkv, bias, None, 0.3, options=FastPath(save_memory=True))
+    assert ran == [expected, 'recompute']
 
 
 def saved_tensor_sizes(fn):
@@ -161,32 +171,31 @@ def test_linear_kernels_in_inference_match_plain(kernel, activation):
     linear = randomize_(nn.Linear(24, 40))
     x = torch.randn(2, 9, 24)
     expected = {'none': lambda y: y, 'gelu': F.gelu, 'relu': F.relu}[activation](linear(x))
+    options = fast_path(linear=kernel)
     with torch.no_grad():
         assert fast_linear_applies(x, linear)
-        assert_close(fused_linear(x, linear, activation, kernels=dict(linear=kernel)), expected, rel=REL)
+        assert_close(fused_linear(x, linear, options, activation), expected, rel=REL)
         residual = torch.randn(2, 9, 40)
         if activation == 'none':
-            assert_close(fused_linear(x, linear, residual=residual, kernels=dict(linear=kernel)), linear(x) + residual,
-                         rel=REL)
+            assert_close(fused_linear(x, linear, options, residual=residual), linear(x) + residual, rel=REL)
 
 
 @pytest.mark.parametrize('kernel', LINEAR_KERNELS)
-@pytest.mark.parametrize('weight_grad', ['input_t_grad', 'grad_t_input'])
-def test_linear_kernels_in_training_match_plain(kernel, weight_grad):
+def test_linear_kernels_in_training_match_plain(kernel):
     linear = randomize_(nn.Linear(24, 40))
     x, residual = torch.randn(2, 9, 24), torch.randn(2, 9, 40)
-    overrides = dict(linear=kernel, weight_grad=weight_grad)
+    options = fast_path(linear=kernel)
 
     def run(fn):
         linear.zero_grad()
         out, grads = gradients(fn, [x, residual])
         return out, grads + [linear.weight.grad.clone(), linear.bias.grad.clone()]
-    fast = run(lambda x, residual: fused_linear(x, linear, residual=residual, kernels=overrides))
+    fast = run(lambda x, residual: fused_linear(x, linear, options, residual=residual))
     plain = run(lambda x, residual: linear(x) + residual)
     assert_close(fast[0], plain[0], rel=REL)
     assert_close(fast[1], plain[1], rel=REL)
     with pytest.raises(RuntimeError, match='no backward'):
-        fused_linear(x.requires_grad_(True), linear, 'gelu')
+        fused_linear(x.requires_grad_(True), linear, options, 'gelu')
 
 
 @pytest.mark.parametrize('kernel_set', KERNEL_SET_PARAMS)
@@ -195,9 +204,9 @@ def test_linear_kernels_in_training_match_plain(kernel, weight_grad):
 @pytest.mark.parametrize('frozen', [False, True])
 def test_mlp_fast_matches_plain_in_training_and_inference(kernel_set, save_memory, act, frozen):
     """Stored or recomputed activation in training (also with frozen weights), fused epilogues in inference."""
-    fast = randomize_(Mlp(16, 64, act_cfg=dict(type=act), fast=True, save_memory=save_memory,
-                          kernels=KERNEL_SETS[kernel_set]))
-    plain = Mlp(16, 64, act_cfg=dict(type=act), fast=False)
+    fast = randomize_(Mlp(16, 64, act_cfg=dict(type=act), options=FastPath.from_arguments(
+        save_memory=save_memory, kernels=KERNEL_SETS[kernel_set])))
+    plain = Mlp(16, 64, act_cfg=dict(type=act), options=FastPath.from_arguments('plain'))
     plain.load_state_dict(fast.state_dict())
     for module in (fast, plain):
         module.requires_grad_(not frozen)
@@ -222,7 +231,7 @@ def test_mlp_fast_matches_plain_in_training_and_inference(kernel_set, save_memor
 @pytest.mark.parametrize('save_memory, copies', [(True, 1), (False, 2)])
 def test_mlp_keeps_the_hidden_activation_once_when_saving_memory(save_memory, copies):
     """save_memory keeps fc1's output for backward, not also the activated copy of it."""
-    mlp = Mlp(16, 64, save_memory=save_memory)
+    mlp = Mlp(16, 64, options=FastPath(save_memory=save_memory))
     x = torch.randn(2, 5, 16, requires_grad=True)
     parameters = {p.untyped_storage().data_ptr() for p in mlp.parameters()}
     hidden_sized = []
@@ -254,7 +263,7 @@ def test_strided_conv_kernels_match_plain(strided_conv, in_channels, out_channel
         conv.zero_grad()
         out, grads = gradients(fn, [x])
         return out, grads + [conv.weight.grad.clone(), conv.bias.grad.clone()]
-    fast = run(lambda x: fast_conv(x, conv, dict(strided_conv=strided_conv)))
+    fast = run(lambda x: fast_conv(x, conv, fast_path(strided_conv=strided_conv)))
     plain = run(conv)
     assert_close(fast[0], plain[0], rel=REL)
     assert_close(fast[1], plain[1], rel=REL)
@@ -266,7 +275,7 @@ def test_space_to_depth_only_where_it_applies():
     assert not space_to_depth_applies(nn.Conv2d(3, 4, 4, stride=2, padding=(1, 0)))
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
     x = torch.randn(1, 3, 9, 9)
-    assert torch.equal(fast_conv(x, conv, dict(strided_conv='space_to_depth')), conv(x))
+    assert torch.equal(fast_conv(x, conv, fast_path(strided_conv='space_to_depth')), conv(x))
 
 
 def test_regroup_gradient_matches_index_select():
@@ -366,25 +375,10 @@ def test_with_cp_fast_matches_plain(name, save_memory):
 @pytest.mark.parametrize('name', ['swin', 'crossformer'])
 def test_save_memory_keeps_less_for_backward(name):
     """The memory claim as behaviour: the activations a training step keeps (distinct storages, measured as
-    swin_backbones.benchmark measures them), with save_memory against the plain path and the default."""
+    benchmarks.benchmark measures them), with save_memory against the plain path and the default."""
     def saved_bytes(model):
         return peak_memory(model.train(), torch.randn(1, 3, 224, 224), 'train', torch.device('cpu'), torch.float32)
     fast, plain = fast_and_plain(name, save_memory=True)
     default, _ = fast_and_plain(name)
     assert saved_bytes(fast) < 0.8 * saved_bytes(plain)
     assert saved_bytes(fast) < 0.8 * saved_bytes(default)
-
-
-def test_impl_and_kernels_are_checked():
-    with pytest.raises(ValueError, match="impl must be one of"):
-        SwinTransformer(impl='fused')
-    with pytest.raises(ValueError, match="impl must be one of"):
-        CrossFormer(impl=None)
-    with pytest.raises(ValueError, match="impl must be one of"):
-        SwinTransformerV2(impl='fused')
-    with pytest.raises(ValueError, match="kernels: unknown kernel decision 'matmul'"):
-        SwinTransformer(kernels=dict(matmul='aten'))
-    with pytest.raises(ValueError, match=r"kernels: linear must be one of \('aten', 'onednn'\), got 'mkl'"):
-        CrossFormer(kernels=dict(linear='mkl'))
-    with pytest.raises(TypeError, match='kernels must be a dict'):
-        SwinTransformer(kernels='aten')

@@ -1,139 +1,98 @@
-"""The per-device kernel choice (swin_backbones.models.kernels): overrides, measuring once per device key, the
-margin that keeps the default, and what is offered where. Whether each kernel computes the right numbers
-is tests/test_fast_paths.py's business."""
+"""The fixed kernel rules (swin_backbones.models.kernels), the options object the backbones validate once, and
+what a backbone tells about them. Whether each kernel computes the right numbers is tests/test_fast_paths.py's
+business."""
 import pytest
 import torch
 
-from swin_backbones import SwinTransformer
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 from swin_backbones.models import kernels
+from swin_backbones.models.kernels import SHORT_GROUP, FastPath
 
-CPU = torch.device('cpu')
-
-
-@pytest.fixture
-def fresh(monkeypatch):
-    """An empty cache of measured choices, no environment override, and a count of measurements."""
-    monkeypatch.setattr(kernels, '_measured', {})
-    monkeypatch.setattr(kernels, '_timings', {})
-    monkeypatch.delenv(kernels.ENV_VARIABLE, raising=False)
-    measured = []
-
-    def measure(key, decision, device, dtype, length_class):  # the default, without timing anything
-        measured.append(key)
-        kernels._measured[key], kernels._timings[key] = kernels.DECISIONS[decision].candidates[0], {}
-        return kernels._measured[key]
-    monkeypatch.setattr(kernels, '_measure', measure)
-    return measured
+CPU, CUDA, META = torch.device('cpu'), torch.device('cuda'), torch.device('meta')
+onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without oneDNN')
 
 
-def test_argument_overrides_environment_overrides_measurement(fresh, monkeypatch):
-    assert kernels.choose('linear', CPU, torch.float32, dict(linear='onednn')) == 'onednn'
-    monkeypatch.setenv(kernels.ENV_VARIABLE, ' weight_grad = grad_t_input , linear=onednn')
-    assert kernels.choose('weight_grad', CPU, torch.float32) == 'grad_t_input'
-    assert kernels.choose('weight_grad', CPU, torch.float32, dict(weight_grad='input_t_grad')) == 'input_t_grad'
-    assert kernels.choose('attention', CPU, torch.float32, dict(linear='aten'), shape=49) == 'sdpa'  # measured
-    assert len(fresh) == 1
+@onednn
+def test_cpu_rules():
+    f32 = torch.float32
+    assert kernels.rule('linear', CPU, f32) == 'onednn'
+    assert kernels.rule('linear', CPU, torch.float16) == 'aten'  # oneDNN's matmul does not take fp16
+    lengths = (1, 49, SHORT_GROUP, SHORT_GROUP + 1, 256, 1050)
+    assert [kernels.rule('attention_backward', CPU, f32, length=n) for n in lengths] == [
+        'store', 'store', 'store', 'recompute', 'recompute', 'recompute']
+    assert [kernels.rule('strided_conv', CPU, f32, kernel_to_stride=ratio) for ratio in (1, 2, 4, 8)] == [
+        'direct', 'direct', 'space_to_depth', 'space_to_depth']
 
 
-@pytest.mark.parametrize('value, message', [
-    ('linear', 'must look like'),
-    ('linear=mkl', r"linear must be one of \('aten', 'onednn'\), got 'mkl'"),
-    ('gemm=aten', "unknown kernel decision 'gemm'"),
-])
-def test_bad_environment_value_is_named(fresh, monkeypatch, value, message):
-    monkeypatch.setenv(kernels.ENV_VARIABLE, value)
-    with pytest.raises(ValueError, match=f'{kernels.ENV_VARIABLE}.*{message}'):
-        kernels.choose('linear', CPU, torch.float32)
+def test_gpu_rules():
+    """Devices other than CPUs get PyTorch's own kernels: no oneDNN, SDPA with its fused backward, F.conv2d."""
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert kernels.rule('linear', CUDA, dtype) == 'aten'
+        assert kernels.rule('attention_backward', CUDA, dtype, length=49) == 'sdpa'
+        assert kernels.rule('strided_conv', CUDA, dtype, kernel_to_stride=8) == 'direct'
+    assert FastPath(save_memory=True).kernel('attention_backward', CUDA, torch.float32, length=49) == 'sdpa'
 
 
-def test_measured_once_per_device_key(fresh):
-    threads = torch.get_num_threads()
-    try:
-        for _ in range(2):
-            kernels.choose('linear', CPU, torch.float32)
-            kernels.choose('attention', CPU, torch.float32, shape=49)
-            kernels.choose('attention', CPU, torch.float32, shape=64)  # same length class
-        assert len(fresh) == 2
-        kernels.choose('attention', CPU, torch.float32, shape=1000)  # long groups are decided apart
-        kernels.choose('attention', CPU, torch.bfloat16, shape=49)  # dtypes are decided apart
-        torch.set_num_threads(1 if threads > 1 else 2)
-        kernels.choose('linear', CPU, torch.float32)
-    finally:
-        torch.set_num_threads(threads)
-    assert len(fresh) == 5
-    assert all(torch.backends.cpu.get_cpu_capability() in key for key in fresh)
+def test_every_rule_picks_an_available_kernel():
+    for device in (CPU, CUDA, META):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            for name in kernels.DECISIONS:
+                for shape in (dict(length=49), dict(length=1050), dict(kernel_to_stride=8), {}):
+                    if ('length' in shape) != (name == 'attention_backward') and shape:
+                        continue
+                    assert kernels.rule(name, device, dtype, **shape) in kernels.available(name, device, dtype)
 
 
-def test_deterministic_algorithms_take_the_first_candidate_unmeasured(fresh, monkeypatch):
-    """A measurement may choose differently in another run (and so round differently): deterministic mode,
-    which must repeat to the bit, does not measure. Explicit overrides still apply."""
-    monkeypatch.setattr(torch, 'are_deterministic_algorithms_enabled', lambda: True)
-    assert kernels.choose('linear', CPU, torch.float32) == 'aten'
-    assert kernels.choose('attention', CPU, torch.float32, shape=49) == 'sdpa'
-    assert kernels.choose('attention_backward', CPU, torch.float32, shape=1000) == 'store'
-    assert kernels.choose('weight_grad', CPU, torch.float32) == 'grad_t_input'
-    assert kernels.choose('weight_grad', CPU, torch.float32, dict(weight_grad='input_t_grad')) == 'input_t_grad'
-    assert fresh == []
+def test_overrides_and_save_memory():
+    options = FastPath.from_arguments(save_memory=True, kernels=dict(linear='aten'))
+    assert options.kernel('linear', CPU, torch.float32) == 'aten'
+    assert options.kernel('attention_backward', CPU, torch.float32, length=49) == 'recompute'
+    pinned = FastPath.from_arguments(save_memory=True, kernels=dict(attention_backward='store'))
+    assert pinned.kernel('attention_backward', CPU, torch.float32, length=1050) == 'store'  # explicit wins
 
 
-def test_only_available_kernels_are_offered(fresh):
-    meta = torch.device('meta')
-    assert kernels.DECISIONS['linear'].available(meta, torch.float32) == ('aten',)
-    assert kernels.DECISIONS['linear'].available(CPU, torch.float16) == ('aten',)
-    # One candidate: nothing to measure; an override that is not available here is not taken.
-    assert kernels.choose('linear', meta, torch.float32, dict(linear='onednn')) == 'aten'
-    assert not fresh
+def test_an_override_the_device_cannot_run_is_an_error():
+    with pytest.raises(ValueError, match=r"linear='onednn' cannot run on meta .* available there: \('aten',\)"):
+        FastPath.from_arguments(kernels=dict(linear='onednn')).kernel('linear', META, torch.float32)
+    with pytest.raises(ValueError, match="attention_backward='sdpa' cannot run on cpu"):
+        FastPath.from_arguments(kernels=dict(attention_backward='sdpa')).kernel(
+            'attention_backward', CPU, torch.float32, length=49)
 
 
-@pytest.mark.parametrize('seconds, expected', [
-    (dict(store=1.0, recompute=0.99), 'store'),  # within the margin: the default stays
-    (dict(store=1.0, recompute=0.9), 'recompute'),
-    (dict(store=0.5, recompute=1.0), 'store'),
-])
-def test_the_default_stays_unless_another_is_clearly_faster(monkeypatch, seconds, expected):
-    monkeypatch.setattr(kernels, '_measured', {})
-    monkeypatch.setattr(kernels, '_timings', {})
-    monkeypatch.setattr(kernels, '_time', lambda run, device: run())
-    decision = kernels.DECISIONS['attention_backward']
-    monkeypatch.setitem(kernels.DECISIONS, 'attention_backward', decision._replace(
-        workloads=lambda *args: {name: (lambda s=s: s) for name, s in seconds.items()}))
-    assert kernels.choose('attention_backward', CPU, torch.float32, shape=49) == expected
-    (choice, timings), = kernels.measured_choices().values()
-    assert choice == expected and timings == seconds
+def test_options_are_checked_once_at_the_constructor():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        SwinTransformer(impl='fused')
+    with pytest.raises(ValueError, match="impl must be one of"):
+        CrossFormer(impl=None)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        SwinTransformerV2(impl='fused')
+    with pytest.raises(ValueError, match="kernels: unknown kernel decision 'matmul'"):
+        SwinTransformer(kernels=dict(matmul='aten'))
+    with pytest.raises(ValueError, match=r"kernels: linear must be one of \('aten', 'onednn'\), got 'mkl'"):
+        CrossFormer(kernels=dict(linear='mkl'))
+    with pytest.raises(TypeError, match='kernels must be a dict'):
+        SwinTransformer(kernels='aten')
+    with pytest.raises(ValueError, match="save_memory and kernels .* need impl='fast'"):
+        SwinTransformer(impl='plain', save_memory=True)
+    with pytest.raises(ValueError, match="save_memory and kernels .* need impl='fast'"):
+        CrossFormer(impl='plain', kernels=dict(attention_backward='store'))
 
 
-def test_each_length_class_is_timed_on_groups_of_its_own_length():
-    """A class timed on another class's groups would decide for the wrong regime (a single long group's
-    probabilities fit in cache, a real layer's do not)."""
-    assert [kernels.length_class(n) for n in (1, 49, 64, 65, 256, 320, 321, 1050)] == [
-        'short', 'short', 'short', 'medium', 'medium', 'medium', 'long', 'long']
-    for _, name in kernels.LENGTH_CLASSES:
-        shapes = kernels._ATTENTION_SHAPES[name]
-        assert shapes and all(kernels.length_class(length) == name for _, _, length, _ in shapes)
+def test_every_block_reads_the_backbones_options():
+    model = CrossFormer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), save_memory=True,
+                        kernels=dict(linear='aten'))
+    holders = [module for module in model.modules() if hasattr(module, 'options')]
+    assert len(holders) > 2 * sum(model.depths) and all(module.options is model.options for module in holders)
 
 
-def test_real_measurement_times_every_candidate(monkeypatch):
-    monkeypatch.setattr(kernels, '_measured', {})
-    monkeypatch.setattr(kernels, '_timings', {})
-    monkeypatch.delenv(kernels.ENV_VARIABLE, raising=False)
-    for decision, length in (('linear', None), ('weight_grad', None), ('attention', 49), ('attention_backward', 49),
-                             ('attention_backward', 256), ('attention_backward', 1050)):
-        choice = kernels.choose(decision, CPU, torch.float32, shape=length)
-        key = (decision, kernels.length_class(length) if length else None) + kernels.device_key(CPU, torch.float32)
-        measured_choice, timings = kernels.measured_choices()[key]
-        assert choice == measured_choice
-        assert set(timings) == set(kernels.DECISIONS[decision].available(CPU, torch.float32))
-        assert all(0 < seconds < 10 for seconds in timings.values())
-
-
-@pytest.mark.timeout(900)
-def test_first_measurement_under_activation_checkpointing(monkeypatch):
-    """Choices first made inside a checkpointed block (whose saved-tensor hooks would recompute the block
-    in the measurement's own backward, and so wait for the choice being made) are measured apart."""
-    monkeypatch.setattr(kernels, '_measured', {})
-    monkeypatch.setattr(kernels, '_timings', {})
-    monkeypatch.delenv(kernels.ENV_VARIABLE, raising=False)
-    model = SwinTransformer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), with_cp=True,
-                            drop_path_rate=0.0).train()
-    sum(out.sum() for out in model(torch.randn(1, 3, 64, 64))).backward()
-    assert ('attention_backward', 'short') + kernels.device_key(CPU, torch.float32) in kernels.measured_choices()
+@onednn
+def test_the_repr_says_which_kernels_run():
+    two_stages = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2), strides=(4, 2), out_indices=(0, 1))
+    text = repr(SwinTransformer(**two_stages))
+    assert ('kernels: cpu float32: linear=onednn, attention_backward=store (<= 64 tokens) / '
+            'recompute (longer), strided_conv=direct (kernel < 4 x stride) / space_to_depth (wider)') in text
+    assert "kernels: impl='plain'" in repr(SwinTransformer(**two_stages, impl='plain'))
+    pinned = SwinTransformer(**two_stages, save_memory=True,
+                             kernels=dict(linear='aten', strided_conv='direct')).bfloat16()
+    assert ('kernels: cpu bfloat16: linear=aten, attention_backward=recompute, strided_conv=direct, '
+            'save_memory') in repr(pinned)

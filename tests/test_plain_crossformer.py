@@ -1,11 +1,11 @@
-"""swin_backbones.plain_crossformer (the authors'-style benchmark reference) computes what swin_backbones.CrossFormer
+"""benchmarks.plain_crossformer (the authors'-style benchmark reference) computes what swin_backbones.CrossFormer
 computes: same outputs and input gradients, for both LDA types, ACL, padding, LDA padding, the small-map
 fallback and the adaptive interval."""
 import pytest
 import torch
 
+from benchmarks.plain_crossformer import PlainCrossFormer
 from swin_backbones import CrossFormer
-from swin_backbones.plain_crossformer import PlainCrossFormer
 
 from .conftest import max_abs_diff, randomize_
 

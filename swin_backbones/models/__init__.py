@@ -1,8 +1,7 @@
-from .crossformer import CrossFormer
-from .swin import SwinTransformer
+# Imported in the order the backbones are listed (create_backbone's names, the benchmark's models).
+from .base import PyramidBackbone, registered_backbones
+from .swin import SwinTransformer  # noqa: I001
 from .swinv2 import SwinTransformerV2
+from .crossformer import CrossFormer
 
-# Every backbone of the package, for tools that must recognise a checkpoint's architecture.
-BACKBONES = (SwinTransformer, SwinTransformerV2, CrossFormer)
-
-__all__ = ['BACKBONES', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer']
+__all__ = ['PyramidBackbone', 'registered_backbones', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer']

@@ -6,15 +6,15 @@ Implementations of the same function:
 
 * :func:`plain_attention_probs` (then ``@ v``): the textbook sequence of matmul, adds, softmax and
   matmul, differentiated by autograd (``impl='plain'``).
-* :func:`group_attention` (``impl='fast'``), which picks one of these kernels (see :mod:`.kernels`):
+* :func:`group_attention` (``impl='fast'``):
 
-  - without gradients, ``sdpa``: ``F.scaled_dot_product_attention`` with bias and mask passed as one
-    additive mask that broadcasts over the batch, so the logits are never written out as a whole; or
-    ``matmul``: matmul, in-place add of that mask, softmax, matmul;
-  - in training, ``store``: the ``matmul`` forward keeping the probabilities, and a backward that
-    writes the gradient of the whole qkv tensor at once; or ``recompute``: the ``sdpa`` forward keeping
-    only q, k and v, and a backward that rebuilds the probabilities chunk by chunk (on a CPU; elsewhere
-    the SDPA kernel's own backward).
+  - without gradients, ``F.scaled_dot_product_attention`` with bias and mask passed as one additive mask
+    that broadcasts over the batch, so the logits are never written out as a whole;
+  - in training, the ``attention_backward`` kernel its :class:`.kernels.FastPath` gives: ``store``, a
+    matmul-softmax-matmul forward keeping the probabilities, and a backward that writes the gradient of
+    the whole qkv tensor at once; ``recompute``, the SDPA forward keeping only q, k and v, and a backward
+    that rebuilds the probabilities chunk by chunk; or ``sdpa``, the SDPA kernel with its own backward
+    (GPUs).
 
   With ``cosine``, q and k are normalised (and q scaled per head) first, so that these dot-product kernels
   compute cosine attention.
@@ -24,7 +24,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .kernels import choose
+from .kernels import FastPath
 
 # Logits materialised at once by the recomputing backward: with 1M floats (4 MB, one head of a 1024-token
 # group) a chunk's three buffers stay in the last-level cache between its matmuls. Measured on a 2-core AVX2
@@ -51,13 +51,10 @@ def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, 
 
 
 def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-                    scale: Union[float, torch.Tensor], cosine: bool = False, *, save_memory: bool = False,
-                    kernels=None) -> torch.Tensor:
+                    scale: Union[float, torch.Tensor], cosine: bool = False, *, options: FastPath) -> torch.Tensor:
     """The fast core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
-    bias, mask, scale and cosine as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d).
-
-    ``save_memory`` makes training use the ``recompute`` kernel; ``kernels`` overrides the measured
-    choices (see :mod:`.kernels`).
+    bias, mask, scale and cosine as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d); in
+    training by the ``attention_backward`` kernel of ``options``.
     """
     if cosine:
         qkv, scale = _scaled_cosine_qkv(qkv, scale), 1.0
@@ -66,26 +63,17 @@ def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.
     # which autocast does not reach, too).
     with torch.autocast(qkv.device.type, enabled=False):
         if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad):
-            kernel = 'recompute' if save_memory else choose('attention_backward', qkv.device, qkv.dtype, kernels,
-                                                            shape=length)
+            kernel = options.kernel('attention_backward', qkv.device, qkv.dtype, length=length)
             return attention_training(qkv, bias, mask, scale, kernel)
-        kernel = choose('attention', qkv.device, qkv.dtype, kernels, shape=length)
-        return attention_forward(qkv, bias, mask, scale, kernel)
-
-
-def attention_forward(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:
-    """The core without gradients, by the ``attention`` kernel 'sdpa' or 'matmul'."""
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
-    if kernel == 'sdpa':
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
         return _sdpa(q, k, v, bias, mask, scale)
-    return _probs(q * scale, k, _combined_mask(bias, mask, q.dtype)) @ v
 
 
 def attention_training(qkv, bias, mask, scale, kernel: str) -> torch.Tensor:
-    """The differentiable core, by the ``attention_backward`` kernel 'store' or 'recompute'."""
+    """The differentiable core, by the ``attention_backward`` kernel 'store', 'recompute' or 'sdpa'."""
     if kernel == 'store':
         return _StoringAttention.apply(qkv, bias, mask, scale)
-    if qkv.device.type == 'cpu':
+    if kernel == 'recompute':
         return _RecomputingAttention.apply(qkv, bias, mask, scale)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     return _sdpa(q, k, v, bias, mask, scale)

@@ -1,9 +1,16 @@
-"""What the Swin and CrossFormer backbones share: init_cfg / pretrained handling, checkpoint loading,
-frozen stages and the checks at the model's entry."""
+"""What every backbone of the package shares: the skeleton of embedding, stages and output norms, the options
+and checks at the model's entry, init_cfg / pretrained handling, checkpoint loading and frozen stages.
+
+A backbone is one model file: a subclass of :class:`PyramidBackbone` registered in the package's registry,
+with its arch table, its ``presets`` (the names :func:`swin_backbones.create_backbone` knows), its patch
+embedding and stage modules, and its checkpoint layouts (``recognizes`` / ``convert_state_dict``).
+docs/design.md describes the skeleton.
+"""
 import copy
 import logging
+import re
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -12,22 +19,42 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 
 from ..checkpoint import CheckpointMismatchError, load_state_dict_exactly, read_backbone_weights
-from .kernels import check_overrides
-from .layers import check_impl
+from ..registry import MODELS
+from .kernels import FastPath
+from .layers import build_norm
 
 _STRUCTURE_SETTINGS = ('embed_dims', 'depths', 'num_heads')
 _PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'weights_only'}
+_OUTPUT_NORM_KEY = re.compile(r'norm\d+\.(weight|bias)')
+
+
+class StageSpec(NamedTuple):
+    """What a backbone's ``make_stage`` builds stage ``index`` from (see :meth:`PyramidBackbone._build_stages`)."""
+    index: int
+    dim: int  # embed_dims * 2 ** index
+    depth: int
+    num_heads: int
+    drop_path: List[float]  # one rate per block
+    downsample: bool  # whether the stage ends by merging into the next one
 
 
 class PyramidBackbone(BaseModule):
     """Base of a backbone that returns a tuple of NCHW maps at strides 4, 8, 16 and 32.
 
-    Subclasses build ``self.num_stages`` stages and implement ``_forward_features``,
-    ``_stage_modules`` (what ``frozen_stages`` freezes) and ``convert_state_dict`` (checkpoint layouts).
-    """
+    A subclass's constructor resolves its arch (:func:`resolve_arch`), calls ``super().__init__`` with the
+    structure and the options every backbone takes, builds ``self.patch_embed`` (B, in, H, W) ->
+    (B, H/4, W/4, C), then calls :meth:`_build_stages` with a function that builds one stage; a stage maps
+    (B, H, W, C) to its output map and, when it merges, the next stage's input. The forward is shared:
+    :meth:`embed`, dropout, the stages, the output norms ``norm{i}`` (where ``output_norms``).
 
-    def __init__(self, in_channels: int, num_stages: int, out_indices: Sequence[int], frozen_stages: int,
-                 pretrained=None, init_cfg=None, check_finite: bool = False):
+    Class attributes: ``presets`` ({name for create_backbone: arch}), ``output_norms``.
+    """
+    presets: Dict[str, str] = {}
+    output_norms = True
+
+    def __init__(self, *, arch: Optional[str], embed_dims: int, depths: Sequence[int], num_heads: Sequence[int],
+                 in_channels: int, out_indices: Sequence[int], frozen_stages: int, impl: str, save_memory: bool,
+                 kernels: Optional[Dict[str, str]], pretrained: Optional[str], init_cfg, check_finite: bool):
         if init_cfg is not None and pretrained is not None:
             raise ValueError('init_cfg and pretrained cannot be specified at the same time')
         if pretrained is not None:
@@ -37,43 +64,65 @@ class PyramidBackbone(BaseModule):
                           DeprecationWarning)
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=copy.deepcopy(init_cfg))
+        depths, num_heads = tuple(depths), tuple(num_heads)
+        if len(num_heads) != len(depths):
+            raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
+        self.arch = arch
         self.in_channels = in_channels
-        self.num_stages = num_stages
-        self.out_indices = _check_out_indices(out_indices, num_stages)
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be an int in [-1, {num_stages}] (-1 freezes nothing, '
+        self.num_stages = len(depths)
+        self.out_indices = _check_out_indices(out_indices, self.num_stages)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be an int in [-1, {self.num_stages}] (-1 freezes nothing, '
                              f'0 the stem, k the stem and the first k stages), got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
         self.check_finite = check_finite
-
-    def _set_structure(self, arch: Optional[str], impl: str, save_memory: bool, kernels: Optional[Dict[str, str]],
-                       embed_dims: int, depths: Sequence[int], num_heads: Sequence[int]) -> None:
-        """Records the arguments every backbone shares, and the stage widths ``embed_dims * 2**i`` (each must
-        divide by its stage's heads)."""
-        self.arch = arch
-        self.impl = check_impl(impl)
-        self.save_memory = bool(save_memory)
-        self.kernels = check_overrides(kernels)
+        self.options = FastPath.from_arguments(impl, save_memory, kernels)
         self.embed_dims = embed_dims
-        self.depths = tuple(depths)
-        self.num_heads = tuple(num_heads)
+        self.depths = depths
+        self.num_heads = num_heads
         self.num_features = [embed_dims * 2 ** i for i in range(self.num_stages)]
         for dim, heads in zip(self.num_features, self.num_heads):
             if dim % heads:
                 raise ValueError(f'stage width {dim} is not divisible by its num_heads {heads}')
+
+    def _build_stages(self, make_stage: Callable[[StageSpec], nn.Module], drop_rate: float, drop_path_rate: float,
+                      norm_cfg: dict) -> None:
+        """``drop_after_pos``, ``layers`` (stage i built by ``make_stage``, the drop path rate rising linearly
+        from 0 at the first block to ``drop_path_rate`` at the last), the output norms, then frozen stages."""
+        self.drop_after_pos = nn.Dropout(drop_rate)
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths), device='cpu').tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(self.depths):
+            first = sum(self.depths[:i])
+            self.layers.append(make_stage(StageSpec(i, self.num_features[i], depth, self.num_heads[i],
+                                                    rates[first:first + depth], i < self.num_stages - 1)))
+        if self.output_norms:
+            for i in self.out_indices:
+                self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
+        self._freeze_stages()
+
+    def minimum_input_size(self) -> int:
+        """Smallest H and W for which a graph traced at a larger size (ONNX export) computes what the model
+        computes: 1, unless the backbone decides its layout by the input size."""
+        return 1
+
+    def extra_repr(self) -> str:
+        param = next(self.parameters(), None)
+        kernels = self.options.describe(param.device, param.dtype) if param is not None else ''
+        return f'arch={self.arch!r}, out_indices={self.out_indices}, kernels: {kernels}'
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
         return tuple(self._forward_features(x))
 
-    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        raise NotImplementedError
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in, H, W) image -> (B, H/4, W/4, C) tokens of the first stage."""
+        return self.patch_embed(x)
 
-    def _run_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """(B, H, W, C) embedded tokens through ``self.layers`` (each stage returns its output and the next
-        stage's input); the ``out_indices`` stages' outputs as NCHW, through their output norm ``norm{i}``
-        where the backbone has one."""
+    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The ``out_indices`` stages' outputs as NCHW, through their output norm ``norm{i}`` where there is one."""
+        x = self.drop_after_pos(self.embed(x))
         outs = []
         for i, stage in enumerate(self.layers):
             out, x = stage(x)
@@ -123,8 +172,13 @@ class PyramidBackbone(BaseModule):
 
     # ---------------------------------------------------------------------------------- freezing
     def _stage_modules(self, index: int) -> List[nn.Module]:
-        """Modules (and a parameter holder for the stem) that ``frozen_stages`` freezes; index -1 is the stem."""
-        raise NotImplementedError
+        """Modules and parameters that ``frozen_stages`` freezes: for index -1 the stem (the patch embedding,
+        its dropout and the backbone's own parameters, such as an absolute position embedding), else stage
+        ``index`` and its output norm."""
+        if index < 0:
+            return [self.patch_embed, self.drop_after_pos, *(p for p in self._parameters.values() if p is not None)]
+        norm = getattr(self, f'norm{index}', None)
+        return [self.layers[index]] + ([norm] if norm is not None else [])
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -204,8 +258,7 @@ class PyramidBackbone(BaseModule):
         it (a Swin V1 checkpoint given to Swin V2, say), or ''."""
         if type(self).recognizes(state_dict):
             return ''
-        from . import BACKBONES  # the backbones' modules import this one
-        others = [backbone.__name__ for backbone in BACKBONES if backbone.recognizes(state_dict)]
+        others = [backbone.__name__ for backbone in registered_backbones() if backbone.recognizes(state_dict)]
         if not others:
             return ''
         return (f'checkpoint {path} looks like a {" or ".join(others)} checkpoint, not a {type(self).__name__} one; '
@@ -217,12 +270,22 @@ class PyramidBackbone(BaseModule):
         raise NotImplementedError
 
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Fits a converted state dict to this model's options (window size, output norms, ...)."""
-        return state_dict
+        """Fits a converted state dict to this model's options (window size, ...): here, drops the output norms
+        of stages this model does not output (unused, like a classifier head)."""
+        own = self.state_dict()
+        return {key: value for key, value in state_dict.items() if key in own or not _OUTPUT_NORM_KEY.fullmatch(key)}
 
     def _keys_not_in_pretraining(self) -> List[str]:
-        """Keys a classification checkpoint does not have and that may stay at their initial values."""
-        return []
+        """Keys a classification checkpoint does not have and that may stay at their initial values: the
+        output norms."""
+        if not self.output_norms:
+            return []
+        return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
+
+
+def registered_backbones() -> List[Type[PyramidBackbone]]:
+    """The package's backbones, in the order they were registered."""
+    return [cls for cls in MODELS.module_dict.values() if isinstance(cls, type) and issubclass(cls, PyramidBackbone)]
 
 
 def resolve_arch(family: str, table: Dict[str, dict], arch: Optional[str], default_arch: str,

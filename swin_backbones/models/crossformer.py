@@ -1,21 +1,21 @@
 """CrossFormer (Wang et al., ICLR 2022) and CrossFormer++ (TPAMI 2023) backbones for any input size.
 
 Computes what the authors' detection/segmentation backbones compute for inputs whose sides are
-multiples of 32 (SPEC §3), and extends it to every size: the image is padded to a multiple of 4,
+multiples of 32 (docs/design.md, "CrossFormer"), and extends it to every size: the image is padded to a multiple of 4,
 odd maps are padded before each merge, padded tokens are masked as keys, and the small-map fallback
 to SDA is decided per forward instead of being stored on the module. Parameters use the authors' key
 layout, so their released checkpoints load by key (:func:`convert_crossformer_state_dict` drops the
 classification-only extras).
 """
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..registry import MODELS
-from .base import PyramidBackbone, per_stage, resolve_arch
-from .kernels import check_overrides
+from .base import PyramidBackbone, StageSpec, per_stage, resolve_arch
+from .kernels import FastPath
 from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div,
                      fast_conv, group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask,
                      pair_bias, relative_offsets, relative_position_index, round_up, ungroup_tokens)
@@ -79,10 +79,9 @@ class CrossScaleEmbedding(nn.Module):
     """(B, in, H, W) -> (B, ceil(H/4), ceil(W/4), C): four convs of kernel 4, 8, 16, 32 (stride 4, centred)
     with C/2, C/4, C/8, C/8 channels, concatenated, LayerNorm."""
 
-    def __init__(self, in_channels: int, dim: int, norm_cfg: dict, fast: bool = False, kernels: Optional[dict] = None):
+    def __init__(self, in_channels: int, dim: int, norm_cfg: dict, options: FastPath = FastPath()):
         super().__init__()
-        self.fast = fast
-        self.kernels = check_overrides(kernels)
+        self.options = options
         dims = [dim // 2 ** (i + 1) for i in range(len(EMBED_KERNELS) - 1)]
         dims.append(dim - sum(dims))
         self.projs = nn.ModuleList([
@@ -94,7 +93,7 @@ class CrossScaleEmbedding(nn.Module):
         # The authors' convs give floor(H/4); zeros to a multiple of 4 give ceil(H/4), and the extra zeros
         # continue the convs' own zero padding, so multiples of 4 are unchanged.
         x = pad_image_to_multiple(x, 4)
-        x = torch.cat([fast_conv(x, proj, self.kernels) if self.fast else proj(x) for proj in self.projs], dim=1)
+        x = torch.cat([fast_conv(x, proj, self.options) for proj in self.projs], dim=1)
         return self.norm(x.permute(0, 2, 3, 1))
 
 
@@ -102,10 +101,9 @@ class CrossScaleMerging(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): LayerNorm, then Conv2d(C, C, 2, s2) and
     Conv2d(C, C, 4, s2, p1) concatenated."""
 
-    def __init__(self, dim: int, norm_cfg: dict, fast: bool = False, kernels: Optional[dict] = None):
+    def __init__(self, dim: int, norm_cfg: dict, options: FastPath = FastPath()):
         super().__init__()
-        self.fast = fast
-        self.kernels = check_overrides(kernels)
+        self.options = options
         self.norm = build_norm(norm_cfg, dim)
         self.reductions = nn.ModuleList([nn.Conv2d(dim, dim, kernel_size=2, stride=2),
                                          nn.Conv2d(dim, dim, kernel_size=4, stride=2, padding=1)])
@@ -114,7 +112,7 @@ class CrossScaleMerging(nn.Module):
         # Odd sides are padded after the norm, with zeros, so padded positions look like the convs' own
         # zero padding; this gives ceil(H/2) where the authors' code requires even sides.
         x = pad_to_multiple(self.norm(x), 2, 2).permute(0, 3, 1, 2)
-        outs = [fast_conv(x, reduction, self.kernels) if self.fast else reduction(x) for reduction in self.reductions]
+        outs = [fast_conv(x, reduction, self.options) for reduction in self.reductions]
         return torch.cat(outs, dim=1).permute(0, 2, 3, 1)
 
 
@@ -162,19 +160,16 @@ class CrossFormerBlock(CheckpointedBlock):
 
     def __init__(self, dim: int, num_heads: int, long_distance: bool, mlp_ratio: float, qkv_bias: bool,
                  qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
-                 norm_cfg: dict, use_acl: bool, with_cp: bool, fast: bool, save_memory: bool = False,
-                 kernels: Optional[dict] = None):
+                 norm_cfg: dict, use_acl: bool, with_cp: bool, options: FastPath):
         super().__init__()
         self.long_distance = long_distance
         self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
         self.attn = CrossScaleAttention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                        attn_drop=attn_drop, proj_drop=drop, fast=fast, save_memory=save_memory,
-                                        kernels=kernels)
+                                        attn_drop=attn_drop, proj_drop=drop, options=options)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast, save_memory=save_memory,
-                       kernels=kernels)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, options=options)
         self.use_acl = use_acl
         if use_acl:
             self.ex_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
@@ -199,20 +194,19 @@ class CrossFormerBlock(CheckpointedBlock):
 class CrossFormerStage(nn.Module):
     """Blocks alternating SDA (even) and LDA (odd), then (except in the last stage) the cross-scale merge."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, group_size: int, interval: int, lda_type: str,
-                 adaptive_interval: bool, use_acl: bool, drop_path: Sequence[float], downsample: bool,
-                 norm_cfg: dict, **block_kwargs):
+    def __init__(self, spec: StageSpec, group_size: int, interval: int, lda_type: str, adaptive_interval: bool,
+                 use_acl: bool, norm_cfg: dict, options: FastPath, **block_kwargs):
         super().__init__()
         self.group_size = group_size
         self.interval = interval
         self.lda_type = lda_type
         self.adaptive_interval = adaptive_interval
         self.blocks = nn.ModuleList([
-            CrossFormerBlock(dim, num_heads, long_distance=j % 2 == 1, drop_path=drop_path[j], norm_cfg=norm_cfg,
-                             use_acl=use_acl and (j + 1) % 3 == 0 and j < depth - 1, **block_kwargs)
-            for j in range(depth)])
-        self.downsample = (CrossScaleMerging(dim, norm_cfg, fast=block_kwargs['fast'], kernels=block_kwargs['kernels'])
-                           if downsample else None)
+            CrossFormerBlock(spec.dim, spec.num_heads, long_distance=j % 2 == 1, drop_path=spec.drop_path[j],
+                             norm_cfg=norm_cfg, use_acl=use_acl and (j + 1) % 3 == 0 and j < spec.depth - 1,
+                             options=options, **block_kwargs)
+            for j in range(spec.depth)])
+        self.downsample = CrossScaleMerging(spec.dim, norm_cfg, options) if spec.downsample else None
 
     def layouts(self, height: int, width: int, device, dtype) -> Tuple[GroupLayout, GroupLayout]:
         """The (SDA, LDA) layouts for a height x width map in this forward; nothing is stored, so a small
@@ -275,6 +269,9 @@ class CrossFormer(PyramidBackbone):
         out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite: as in
             :class:`SwinTransformer`.
     """
+    presets = {'crossformer-t': 'tiny', 'crossformer-s': 'small', 'crossformer-b': 'base', 'crossformer-l': 'large',
+               'crossformer-pp-s': 'pp-small', 'crossformer-pp-b': 'pp-base', 'crossformer-pp-l': 'pp-large'}
+    output_norms = False  # the authors' detection and segmentation backbones emit the stages' maps as they are
 
     def __init__(self,
                  arch: Optional[str] = None,
@@ -307,10 +304,7 @@ class CrossFormer(PyramidBackbone):
         settings = resolve_arch('CrossFormer', ARCH_SETTINGS, arch, 'small', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads, drop_path_rate=drop_path_rate, lda_type=lda_type,
                                 use_acl=use_acl)
-        embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
-        num_stages = len(depths)
-        if len(num_heads) != num_stages:
-            raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
+        embed_dims, num_stages = settings['embed_dims'], len(settings['depths'])
         if not isinstance(embed_dims, int) or embed_dims < 16 or embed_dims % 8:
             raise ValueError('embed_dims must be a multiple of 8 and at least 16 (the embedding splits it into '
                              f'C/2, C/4, C/8, C/8 and the position bias MLP is C/16 wide), got {embed_dims!r}')
@@ -321,37 +315,29 @@ class CrossFormer(PyramidBackbone):
                              f"got {settings['lda_type']!r}")
         if adaptive_interval and settings['lda_type'] != 'pp':
             raise ValueError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
-        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
-        self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
+        super().__init__(arch=arch, embed_dims=embed_dims, depths=settings['depths'], num_heads=settings['num_heads'],
+                         in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages, impl=impl,
+                         save_memory=save_memory, kernels=kernels, pretrained=pretrained, init_cfg=init_cfg,
+                         check_finite=check_finite)
         self.group_size = group_size
         self.crs_interval = crs_interval
         self.lda_type = settings['lda_type']
         self.adaptive_interval = bool(adaptive_interval)
         self.use_acl = bool(settings['use_acl'])
 
-        self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg, fast=impl == 'fast',
-                                               kernels=self.kernels)
-        self.drop_after_pos = nn.Dropout(drop_rate)
-        drop_path = torch.linspace(0, settings['drop_path_rate'], sum(depths), device='cpu').tolist()
-        self.layers = nn.ModuleList()
-        for i in range(num_stages):
-            first = sum(depths[:i])
-            self.layers.append(CrossFormerStage(
-                self.num_features[i], depths[i], num_heads[i], group_size[i], crs_interval[i], self.lda_type,
-                self.adaptive_interval, self.use_acl, drop_path=drop_path[first:first + depths[i]],
-                downsample=i < num_stages - 1, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp,
-                fast=impl == 'fast', save_memory=self.save_memory, kernels=self.kernels))
-        self._freeze_stages()
+        self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg, self.options)
+        self._build_stages(
+            lambda spec: CrossFormerStage(spec, group_size[spec.index], crs_interval[spec.index], self.lda_type,
+                                          self.adaptive_interval, self.use_acl, norm_cfg, self.options,
+                                          mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                                          attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp),
+            drop_rate, settings['drop_path_rate'], norm_cfg)
 
-    def _stage_modules(self, index: int) -> List[nn.Module]:
-        if index < 0:
-            return [self.patch_embed, self.drop_after_pos]
-        return [self.layers[index]]
-
-    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.drop_after_pos(self.patch_embed(x))  # B, H/4, W/4, C
-        return self._run_stages(x)
+    def minimum_input_size(self) -> int:
+        """A stage whose map side L is at most its group size G switches to its small-map layout, a Python
+        branch that a traced graph freezes at the traced size. Stage i's side is ceil(H / (4 * 2**i)), so
+        every stage keeps the normal layout exactly when H > G_i * 4 * 2**i for all i."""
+        return max(group * 4 * 2 ** i for i, group in enumerate(self.group_size)) + 1
 
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod

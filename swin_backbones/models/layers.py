@@ -12,7 +12,7 @@ tokens that share ``outer`` and ``dilation`` indices form one group, laid out on
 * CrossFormer LDA with interval I (paper):  ``(1, L/I, I)``
 * CrossFormer++ LDA, G x G groups, interval I inside regions of G*I:  ``(L/(G*I), G, I)``
 """
-from typing import Dict, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -21,10 +21,9 @@ import torch.utils.checkpoint as checkpoint
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .attention import group_attention, plain_attention_probs
-from .kernels import check_overrides, choose
+from .kernels import FastPath
 
 _ACTIVATIONS = {'GELU': nn.GELU, 'ReLU': nn.ReLU, 'SiLU': nn.SiLU, 'Swish': nn.SiLU}
-IMPLS = ('fast', 'plain')
 
 
 def capturing_graph() -> bool:
@@ -62,13 +61,6 @@ def round_up(value: int, multiple: int) -> int:
     symbolic size (torch.compile with dynamic shapes) is visibly a multiple: the sizes derived from it
     (``padded // multiple`` ...) then simplify instead of nesting ``Mod`` terms stage after stage."""
     return ceil_div(value, multiple) * multiple
-
-
-def check_impl(impl: str) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS} ('fast': fused attention and matmul epilogues, "
-                         f"'plain': the textbook operations, for reference), got {impl!r}")
-    return impl
 
 
 def build_norm(norm_cfg: dict, num_features: int) -> nn.LayerNorm:
@@ -158,52 +150,43 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     return _IN_PLACE_ACTIVATIONS[activation](out) if activation != 'none' else out
 
 
-def linear_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: str) -> torch.Tensor:
-    """The (out, in) weight gradient of a linear layer from its (M, out) output gradient and (M, in) input,
-    by the ``weight_grad`` kernel ('grad_t_input': dy^T x, as autograd; 'input_t_grad': (x^T dy)^T)."""
-    if kernel == 'grad_t_input':
-        return grad.t() @ x
-    return (x.t() @ grad).t()
-
-
 def _linear_backward(ctx, grad_out, x, weight):
     """Gradients of F.linear(x, weight, bias) for the inputs that need them, as autograd computes them."""
     flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
     grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-    grad_weight = (linear_weight_grad(flat_grad, x.reshape(-1, x.shape[-1]), ctx.grad_kernel)
-                   if ctx.needs_input_grad[1] else None)
+    grad_weight = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
     grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_weight, grad_bias
 
 
-class _Linear(torch.autograd.Function):
-    """``F.linear(x, weight, bias) (+ residual)`` by the chosen forward and weight-gradient kernels."""
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias) (+ residual)`` by oneDNN's matmul with the epilogue; autograd's backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, residual, kernel, grad_kernel):
+    def forward(ctx, x, weight, bias, residual):
         ctx.has_bias = bias is not None
-        ctx.grad_kernel = grad_kernel
         ctx.save_for_backward(x, weight)
-        return linear_forward(x, weight, bias, residual=residual, kernel=kernel)
+        return linear_forward(x, weight, bias, residual=residual, kernel='onednn')
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         grad_residual = grad_out if ctx.needs_input_grad[3] else None
-        return (*_linear_backward(ctx, grad_out, x, weight), grad_residual, None, None)
+        return (*_linear_backward(ctx, grad_out, x, weight), grad_residual)
 
 
-def fused_linear(x: torch.Tensor, linear: nn.Linear, activation: str = 'none',
-                 residual: Optional[torch.Tensor] = None, kernels: Optional[Dict[str, str]] = None) -> torch.Tensor:
-    """``activation(linear(x))`` or ``linear(x) + residual`` by the measured (or ``kernels``-overridden)
-    ``linear`` and ``weight_grad`` kernels, when :func:`fast_linear_applies`. Differentiable without an
-    activation; with one, for inference only."""
-    kernel = choose('linear', x.device, x.dtype, kernels)
+def fused_linear(x: torch.Tensor, linear: nn.Linear, options: FastPath, activation: str = 'none',
+                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``activation(linear(x))`` or ``linear(x) + residual`` by the ``linear`` kernel of ``options``, when
+    :func:`fast_linear_applies`. Differentiable without an activation; with one, for inference only."""
+    kernel = options.kernel('linear', x.device, x.dtype)
     if _needs_grad(x, linear.weight, linear.bias, residual):
         if activation != 'none':
             raise RuntimeError('a fused activation has no backward here; compute it after the matmul in training')
-        grad_kernel = choose('weight_grad', x.device, x.dtype, kernels)
-        return _Linear.apply(x, linear.weight, linear.bias, residual, kernel, grad_kernel)
+        if kernel == 'onednn':
+            return _OneDNNLinear.apply(x, linear.weight, linear.bias, residual)
+        out = F.linear(x, linear.weight, linear.bias)
+        return out if residual is None else out.add_(residual)
     return linear_forward(x, linear.weight, linear.bias, activation, residual, kernel)
 
 
@@ -213,10 +196,9 @@ class _ActivationRecomputingLinear(torch.autograd.Function):
     the matmul): the MLP's hidden activations are 4x wider than the tokens."""
 
     @staticmethod
-    def forward(ctx, h, weight, bias, residual, activation, kernel, grad_kernel):
+    def forward(ctx, h, weight, bias, residual, activation, kernel):
         ctx.activation = activation
         ctx.has_bias = bias is not None
-        ctx.grad_kernel = grad_kernel
         ctx.save_for_backward(h, weight)
         return linear_forward(activation(h), weight, bias, residual=residual, kernel=kernel)
 
@@ -229,51 +211,46 @@ class _ActivationRecomputingLinear(torch.autograd.Function):
         grad_activated, grad_weight, grad_bias = _linear_backward(ctx, grad_out, activated.detach(), weight)
         grad_h = torch.autograd.grad(activated, h_leaf, grad_activated)[0] if ctx.needs_input_grad[0] else None
         grad_residual = grad_out if ctx.needs_input_grad[3] else None
-        return grad_h, grad_weight, grad_bias, grad_residual, None, None, None
+        return grad_h, grad_weight, grad_bias, grad_residual, None, None
 
 
 class Mlp(nn.Module):
     """Linear(C, hidden) -> activation -> dropout -> Linear(hidden, C) -> dropout.
 
-    ``fast`` selects the paths that compute the same function with less work: the matmuls run by the
-    measured kernels (:mod:`.kernels`) and do the bias, the residual add and (in inference) the
-    activation in their epilogues (:func:`fused_linear`). ``save_memory`` (training without dropout)
-    keeps only the hidden pre-activation for backward and recomputes the activation there. Under
+    On the fast path (``options.enabled``) the matmuls do the bias, the residual add and (in inference) the
+    activation in their epilogues (:func:`fused_linear`), and ``options.save_memory`` (training without
+    dropout) keeps only the hidden pre-activation for backward, recomputing the activation there. Under
     torch.compile and autocast the plain operations run.
     """
 
     def __init__(self, dim: int, hidden_dim: int, act_cfg: dict = dict(type='GELU'), drop: float = 0.0,
-                 fast: bool = True, save_memory: bool = False, kernels: Optional[Dict[str, str]] = None):
+                 options: FastPath = FastPath()):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = build_activation(act_cfg)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
-        self.fast = fast
-        self.save_memory = save_memory
-        self.kernels = check_overrides(kernels)
+        self.options = options
         fusible = _FUSIBLE_ACTIVATIONS.get(type(self.act))
         self._fused_activation = fusible if fusible != 'gelu' or self.act.approximate == 'none' else None
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The MLP of x, plus ``residual`` when given (the caller's skip connection, added without dropout)."""
-        if not self.fast or (self.drop.p > 0 and self.training) or not fast_linear_applies(x, self.fc1):
+        options = self.options
+        if not options.enabled or (self.drop.p > 0 and self.training) or not fast_linear_applies(x, self.fc1):
             out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
             return out if residual is None else residual + out
-        kernels = self.kernels
         if not _needs_grad(x, residual, *self.parameters()):
             if self._fused_activation:
-                hidden = fused_linear(x, self.fc1, self._fused_activation, kernels=kernels)
+                hidden = fused_linear(x, self.fc1, options, self._fused_activation)
             else:
-                hidden = self.act(fused_linear(x, self.fc1, kernels=kernels))
-            return fused_linear(hidden, self.fc2, residual=residual, kernels=kernels)
-        hidden = fused_linear(x, self.fc1, kernels=kernels)
-        if not self.save_memory:
-            return fused_linear(self.act(hidden), self.fc2, residual=residual, kernels=kernels)
-        kernel = choose('linear', x.device, x.dtype, kernels)
-        grad_kernel = choose('weight_grad', x.device, x.dtype, kernels)
+                hidden = self.act(fused_linear(x, self.fc1, options))
+            return fused_linear(hidden, self.fc2, options, residual=residual)
+        hidden = fused_linear(x, self.fc1, options)
+        if not options.save_memory:
+            return fused_linear(self.act(hidden), self.fc2, options, residual=residual)
         return _ActivationRecomputingLinear.apply(hidden, self.fc2.weight, self.fc2.bias, residual, self.act,
-                                                  kernel, grad_kernel)
+                                                  options.kernel('linear', x.device, x.dtype))
 
 
 def strided_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int,
@@ -304,16 +281,14 @@ def space_to_depth_applies(conv: nn.Conv2d) -> bool:
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros')
 
 
-def fast_conv(x: torch.Tensor, conv: nn.Conv2d, kernels: Optional[Dict[str, str]] = None) -> torch.Tensor:
-    """``conv(x)`` by the measured (or ``kernels``-overridden) ``strided_conv`` kernel where that kernel
-    applies (:func:`space_to_depth_applies`), outside graph capture and autocast."""
-    if (capturing_graph() or torch.is_autocast_enabled(x.device.type) or x.dtype != conv.weight.dtype
-            or not space_to_depth_applies(conv)):
+def fast_conv(x: torch.Tensor, conv: nn.Conv2d, options: FastPath) -> torch.Tensor:
+    """``conv(x)`` by the ``strided_conv`` kernel of ``options`` where that kernel applies
+    (:func:`space_to_depth_applies`), on the fast path outside graph capture and autocast."""
+    if (not options.enabled or capturing_graph() or torch.is_autocast_enabled(x.device.type)
+            or x.dtype != conv.weight.dtype or not space_to_depth_applies(conv)):
         return conv(x)
-    trained = _needs_grad(conv.weight, conv.bias)
-    shape = (conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0], trained,
-             _needs_grad(x))
-    kernel = choose('strided_conv', x.device, x.dtype, kernels, shape=shape)
+    kernel = options.kernel('strided_conv', x.device, x.dtype,
+                            kernel_to_stride=conv.kernel_size[0] // conv.stride[0])
     return strided_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], kernel)
 
 
@@ -453,60 +428,51 @@ def pair_bias(table: torch.Tensor, index: torch.Tensor, length: int) -> torch.Te
 class MultiHeadGroupAttention(nn.Module):
     """Multi-head self-attention inside groups of tokens, with a position bias and an optional mask.
 
-    Subclasses provide the position bias (a learned table for Swin, an MLP for CrossFormer). ``fast``
-    uses :func:`.attention.group_attention` (unless attention dropout is active: the fused kernel would
-    draw a different dropout pattern), runs the projections by the measured linear kernels and fuses
-    the residual add into the output projection; ``save_memory`` and ``kernels`` are passed on to them.
-    Under torch.compile the plain operations are traced: inductor fuses them itself.
+    Subclasses provide the position bias (a learned table for Swin, an MLP for CrossFormer). On the fast
+    path (``options.enabled``) the core is :func:`.attention.group_attention` (unless attention dropout is
+    active: the fused kernels would draw another dropout pattern), the projections run by the ``linear``
+    kernel, and the output projection adds the residual in its epilogue. Under torch.compile the plain
+    operations are traced: inductor fuses them itself.
 
-    :meth:`attend_groups` and :meth:`project` are the two halves of :meth:`attend`, for callers that
-    move the tokens between them (the output projection acts on each token alone).
+    :meth:`attend_groups` and :meth:`project` are the two halves of the attention, for callers that move
+    the tokens between them (the output projection acts on each token alone).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, fast: bool = True, save_memory: bool = False,
-                 kernels: Optional[Dict[str, str]] = None):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, options: FastPath = FastPath()):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f'embedding dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.fast = fast
-        self.save_memory = save_memory
-        self.kernels = check_overrides(kernels)
+        self.options = options
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def attend(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-               residual: Optional[torch.Tensor] = None, qkv_bias: Optional[torch.Tensor] = None,
-               cosine_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None.
-
-        Returns the attention output, plus ``residual`` (same shape as x) when given. Swin V2 passes
-        ``qkv_bias`` (3C,), the bias of the qkv projection built from its q and v biases, and
-        ``cosine_scale`` (heads, 1, 1): the logits are then cos(q, k) times each head's factor.
-        """
-        return self.project(self.attend_groups(x, bias, mask, qkv_bias, cosine_scale), residual)
-
     def attend_groups(self, x: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
                       qkv_bias: Optional[torch.Tensor] = None,
                       cosine_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The heads' outputs, concatenated, before the output projection: (B * nG, N, C). Arguments as
-        in :meth:`attend`."""
+        """The heads' outputs, concatenated, before the output projection.
+
+        x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None. Returns (B * nG, N, C).
+        Swin V2 passes ``qkv_bias`` (3C,), the bias of the qkv projection built from its q and v biases, and
+        ``cosine_scale`` (heads, 1, 1): the logits are then cos(q, k) times each head's factor.
+        """
         groups, length, channels = x.shape
+        fast = self.options.enabled
         if qkv_bias is not None:
             qkv = F.linear(x, self.qkv.weight, qkv_bias)
-        elif self.fast and fast_linear_applies(x, self.qkv):
-            qkv = fused_linear(x, self.qkv, kernels=self.kernels)
+        elif fast and fast_linear_applies(x, self.qkv):
+            qkv = fused_linear(x, self.qkv, self.options)
         else:
             qkv = self.qkv(x)
         qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
         cosine = cosine_scale is not None
         scale = cosine_scale if cosine else self.scale
-        if self.fast and not (self.attn_drop.p > 0 and self.training) and not capturing_graph():
-            x = group_attention(qkv, bias, mask, scale, cosine, save_memory=self.save_memory, kernels=self.kernels)
+        if fast and not (self.attn_drop.p > 0 and self.training) and not capturing_graph():
+            x = group_attention(qkv, bias, mask, scale, cosine, options=self.options)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
             x = self.attn_drop(plain_attention_probs(q, k, bias, mask, scale, cosine)) @ v
@@ -514,7 +480,8 @@ class MultiHeadGroupAttention(nn.Module):
 
     def project(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The output projection (and dropout) of (..., C) tokens, plus ``residual`` when given."""
-        if self.fast and fast_linear_applies(x, self.proj) and not (self.proj_drop.p > 0 and self.training):
-            return fused_linear(x, self.proj, residual=residual, kernels=self.kernels)
+        if (self.options.enabled and fast_linear_applies(x, self.proj)
+                and not (self.proj_drop.p > 0 and self.training)):
+            return fused_linear(x, self.proj, self.options, residual=residual)
         x = self.proj_drop(self.proj(x))
         return x if residual is None else residual + x

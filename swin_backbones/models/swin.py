@@ -6,7 +6,7 @@ output norms ``norm{i}``; :meth:`SwinTransformer.convert_state_dict` reads the a
 and timm layouts.
 """
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError
 from ..registry import MODELS
-from .base import PyramidBackbone, resolve_arch
-from .kernels import check_overrides
+from .base import PyramidBackbone, StageSpec, resolve_arch
+from .kernels import FastPath
 from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, group_tokens,
                      fast_conv, known_equal, pad_image_to_multiple, pad_to_multiple, pair_bias, regroup,
                      relative_position_index, round_up, ungroup_tokens)
@@ -31,18 +31,17 @@ ARCH_SETTINGS = {
 class PatchEmbed(nn.Module):
     """(B, in, H, W) -> zero-pad to multiples of the patch -> Conv2d(patch, stride patch) -> (B, H/p, W/p, C)."""
 
-    def __init__(self, in_channels: int, dim: int, patch_size: int, norm_cfg: Optional[dict], fast: bool = False,
-                 kernels: Optional[dict] = None):
+    def __init__(self, in_channels: int, dim: int, patch_size: int, norm_cfg: Optional[dict],
+                 options: FastPath = FastPath()):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.norm = build_norm(norm_cfg, dim) if norm_cfg else None
-        self.fast = fast
-        self.kernels = check_overrides(kernels)
+        self.options = options
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_image_to_multiple(x, self.patch_size)
-        x = (fast_conv(x, self.proj, self.kernels) if self.fast else self.proj(x)).permute(0, 2, 3, 1)
+        x = fast_conv(x, self.proj, self.options).permute(0, 2, 3, 1)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -214,19 +213,16 @@ class SwinBlock(CheckpointedBlock):
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float,
                  qkv_bias: bool, qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float,
-                 act_cfg: dict, norm_cfg: dict, with_cp: bool, fast: bool, save_memory: bool = False,
-                 kernels: Optional[dict] = None):
+                 act_cfg: dict, norm_cfg: dict, with_cp: bool, options: FastPath):
         super().__init__()
         self.shifted = shifted
         self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                    attn_drop=attn_drop, proj_drop=drop, fast=fast, save_memory=save_memory,
-                                    kernels=kernels)
+                                    attn_drop=attn_drop, proj_drop=drop, options=options)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast, save_memory=save_memory,
-                       kernels=kernels)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, options=options)
 
     def _forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         view = layout.shifted if self.shifted else layout.regular
@@ -250,17 +246,16 @@ class SwinStage(nn.Module):
     the stage's windows and :class:`WindowLayout`; merging takes ``(dim, norm_cfg or None)``.
     """
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, drop_path: Sequence[float],
-                 downsample: bool, norm_cfg: dict, patch_norm: bool, block: type = SwinBlock,
+    def __init__(self, spec: StageSpec, window_size: int, norm_cfg: dict, patch_norm: bool, block: type = SwinBlock,
                  merging: type = PatchMerging, **block_kwargs):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2
         self.blocks = nn.ModuleList([
-            block(dim, num_heads, window_size, shifted=j % 2 == 1 and self.shift_size > 0,
-                  drop_path=drop_path[j], norm_cfg=norm_cfg, **block_kwargs)
-            for j in range(depth)])
-        self.downsample = merging(dim, norm_cfg if patch_norm else None) if downsample else None
+            block(spec.dim, spec.num_heads, window_size, shifted=j % 2 == 1 and self.shift_size > 0,
+                  drop_path=spec.drop_path[j], norm_cfg=norm_cfg, **block_kwargs)
+            for j in range(spec.depth)])
+        self.downsample = merging(spec.dim, norm_cfg if patch_norm else None) if spec.downsample else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(B, H, W, C) -> the stage's output map and, when the stage merges, the merged map."""
@@ -300,8 +295,9 @@ class SwinTransformer(PyramidBackbone):
 
     ``impl``: 'fast' (default) or 'plain' (the textbook operations). ``save_memory=True`` keeps less for
     backward in training (attention probabilities and MLP activations are recomputed). ``kernels``
-    overrides the per-device kernel choices, e.g. ``dict(linear='aten')`` (see :mod:`.kernels`).
+    overrides the kernel rules of the fast path, e.g. ``dict(attention='matmul')`` (see :mod:`.kernels`).
     """
+    presets = {'swin-t': 'tiny', 'swin-s': 'small', 'swin-b': 'base', 'swin-l': 'large'}
 
     def __init__(self,
                  arch: Optional[str] = None,
@@ -335,51 +331,33 @@ class SwinTransformer(PyramidBackbone):
                  check_finite: bool = False):
         settings = resolve_arch('Swin', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads)
-        embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
-        num_stages = len(depths)
-        if len(num_heads) != num_stages:
-            raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
+        num_stages = len(settings['depths'])
         strides = tuple(strides)
         if strides != (patch_size,) + (2,) * (num_stages - 1):
             raise ValueError(f'strides must be (patch_size, 2, 2, ...) = {(patch_size,) + (2,) * (num_stages - 1)}: '
                              f'non-overlapping patch embedding and 2x2 patch merging; got {strides}')
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size must be a positive int, got {window_size!r}')
-        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
-        self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
+        super().__init__(arch=arch, embed_dims=settings['embed_dims'], depths=settings['depths'],
+                         num_heads=settings['num_heads'], in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, impl=impl, save_memory=save_memory, kernels=kernels,
+                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite)
         self.window_size = window_size
         self.convert_weights = convert_weights
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg if patch_norm else None,
-                                      fast=impl == 'fast', kernels=self.kernels)
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size, norm_cfg if patch_norm else None,
+                                      self.options)
         height, width = _image_size_pair(pretrain_img_size)
         self.use_abs_pos_embed = use_abs_pos_embed
         if use_abs_pos_embed:
             self.pos_embed_grid = (height // patch_size, width // patch_size)
             self.absolute_pos_embed = nn.Parameter(
-                torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], embed_dims))
-        self.drop_after_pos = nn.Dropout(drop_rate)
-
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        self.layers = nn.ModuleList()
-        for i in range(num_stages):
-            first = sum(depths[:i])
-            self.layers.append(SwinStage(
-                self.num_features[i], depths[i], num_heads[i], window_size,
-                drop_path=drop_path[first:first + depths[i]], downsample=i < num_stages - 1,
-                norm_cfg=norm_cfg, patch_norm=patch_norm, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp,
-                fast=impl == 'fast', save_memory=self.save_memory, kernels=self.kernels))
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
-        self._freeze_stages()
-
-    def _stage_modules(self, index: int) -> List[nn.Module]:
-        if index < 0:
-            stem = [self.patch_embed, self.drop_after_pos]
-            return stem + ([self.absolute_pos_embed] if self.use_abs_pos_embed else [])
-        norm = [getattr(self, f'norm{index}')] if index in self.out_indices else []
-        return [self.layers[index]] + norm
+                torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], self.embed_dims))
+        self._build_stages(
+            lambda spec: SwinStage(spec, window_size, norm_cfg, patch_norm, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                   qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg,
+                                   with_cp=with_cp, options=self.options),
+            drop_rate, drop_path_rate, norm_cfg)
 
     def _init_from_scratch(self) -> None:
         super()._init_from_scratch()
@@ -389,12 +367,11 @@ class SwinTransformer(PyramidBackbone):
         if self.use_abs_pos_embed:
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
 
-    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # B, H/4, W/4, C
         if self.use_abs_pos_embed:
             x = x + self._position_embedding(x.shape[1], x.shape[2])
-        x = self.drop_after_pos(x)
-        return self._run_stages(x)
+        return x
 
     def _position_embedding(self, height: int, width: int) -> torch.Tensor:
         grid_h, grid_w = self.pos_embed_grid
@@ -407,7 +384,7 @@ class SwinTransformer(PyramidBackbone):
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod
     def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
-        return has_swin_patch_embedding(state_dict) and not is_swinv2_state_dict(state_dict)
+        return has_swin_patch_embedding(state_dict) and has_bias_tables(state_dict)
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -424,16 +401,7 @@ class SwinTransformer(PyramidBackbone):
         pos = state_dict.get('absolute_pos_embed')
         if pos is not None and self.use_abs_pos_embed:
             state_dict['absolute_pos_embed'] = resize_position_embedding(pos, self.pos_embed_grid, self.embed_dims)
-        return without_unused_output_norms(state_dict, own)
-
-    def _keys_not_in_pretraining(self) -> List[str]:
-        return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
-
-
-def without_unused_output_norms(state_dict: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]):
-    """Output norms of stages this model does not output are unused, like a classifier head."""
-    return {key: value for key, value in state_dict.items()
-            if key in own or not re.fullmatch(r'norm\d+\.(weight|bias)', key)}
+        return super().adapt_state_dict(state_dict)
 
 
 def resize_bias_table(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -462,17 +430,14 @@ def resize_position_embedding(pos: torch.Tensor, grid: Tuple[int, int], dim: int
 
 
 # ------------------------------------------------------------------------------ checkpoint layouts
-# Keys only Swin V2 checkpoints have: its attention's position bias MLP, logit scale and q bias.
-_SWINV2_KEY = re.compile(r'.*\.(cpb_mlp\.\d+\.weight|logit_scale|q_bias)')
-
-
 def has_swin_patch_embedding(state_dict: Dict[str, torch.Tensor]) -> bool:
     """The patch embedding of Swin (V1 and V2) in the authors', timm's or OpenMMLab's naming."""
     return 'patch_embed.proj.weight' in state_dict or 'patch_embed.projection.weight' in state_dict
 
 
-def is_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(_SWINV2_KEY.fullmatch(key) for key in state_dict)
+def has_bias_tables(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """Swin V1's learned relative position bias tables (Swin V2 computes its bias with an MLP instead)."""
+    return any(key.endswith('.relative_position_bias_table') for key in state_dict)
 
 
 # Keys every layout carries that this package does not use: classifier, final norm, derived buffers.
@@ -512,7 +477,7 @@ def convert_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[s
         if layout == 'mmdet':
             key = from_openmmlab_key(key)
             if '.downsample.' in key:
-                value = _unfold_to_neighbour_order(value, key)
+                value = unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
             key = merging_of_previous_stage(key)
         converted[key] = value
@@ -527,7 +492,7 @@ def from_openmmlab_key(key: str) -> str:
     return key
 
 
-def _unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:
+def unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:
     """mmdet's merging concatenates nn.Unfold output (channel-major over the row-major 2x2 taps);
     ours concatenates whole neighbours in the order (0,0), (1,0), (0,1), (1,1)."""
     taps = [0, 2, 1, 3]  # row-major tap index of each neighbour in our order

@@ -1,8 +1,9 @@
 """Swin Transformer V2 backbone (Liu et al., CVPR 2022) for detection and segmentation at any input size.
 
-The computation of SPEC §2b: res-post-norm blocks, scaled cosine attention with a clamped per-head
-logit scale, q and v biases (no k bias), the continuous position bias of an MLP over log-spaced window
-offsets normalised by the pretraining window, and patch merging that reduces before it normalises.
+The computation (docs/design.md, "Swin Transformer V2"): res-post-norm blocks, scaled cosine attention
+with a clamped per-head logit scale, q and v biases (no k bias), the continuous position bias of an MLP
+over log-spaced window offsets normalised by the pretraining window, and patch merging that reduces
+before it normalises.
 The skeleton is Swin's (:mod:`.swin`): patch embedding, the window layout with zero padding to whole
 windows, the shift mask, the stage loop and the 2x2 merging concatenation; the attention core is the
 shared one, fast or plain. A map smaller than a window is padded, never given a smaller window (the
@@ -14,7 +15,7 @@ Parameters use the authors' key layout plus the output norms ``norm{i}``;
 import logging
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,11 +23,11 @@ from mmengine.logging import print_log
 
 from ..registry import MODELS
 from .base import PyramidBackbone, per_stage, resolve_arch
+from .kernels import FastPath
 from .layers import (CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm, pair_bias, relative_offsets,
                      relative_position_index)
-from .swin import (PatchEmbed, SwinStage, WindowLayout, _unfold_to_neighbour_order, concat_neighbours,
-                   detect_swin_layout, from_openmmlab_key, has_swin_patch_embedding, is_swinv2_state_dict,
-                   merging_of_previous_stage, without_unused_output_norms)
+from .swin import (PatchEmbed, SwinStage, WindowLayout, concat_neighbours, detect_swin_layout, from_openmmlab_key,
+                   has_swin_patch_embedding, merging_of_previous_stage, unfold_to_neighbour_order)
 
 # Structure of each arch and its default window (the published ImageNet-1k windows: 8 at 256 px for
 # tiny, small and base; 12 at 192 px, ImageNet-22k, for large).
@@ -38,6 +39,8 @@ ARCH_SETTINGS = {
 }
 MAX_LOGIT_SCALE = math.log(100.0)  # exp(logit_scale), the factor of the cosines, is at most 100
 CPB_HIDDEN_DIMS = 512
+# Keys only Swin V2 checkpoints have: its attention's position bias MLP, logit scale and q bias.
+_SWINV2_KEY = re.compile(r'.*\.(cpb_mlp\.\d+\.weight|logit_scale|q_bias)')
 
 
 def log_spaced_offsets(window: int, normaliser: int) -> torch.Tensor:
@@ -54,10 +57,8 @@ class WindowAttentionV2(MultiHeadGroupAttention):
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, pretrained_window_size: int, qkv_bias: bool,
-                 attn_drop: float, proj_drop: float, fast: bool, save_memory: bool = False,
-                 kernels: Optional[dict] = None):
-        super().__init__(dim, num_heads, qkv_bias=False, attn_drop=attn_drop, proj_drop=proj_drop, fast=fast,
-                         save_memory=save_memory, kernels=kernels)
+                 attn_drop: float, proj_drop: float, options: FastPath):
+        super().__init__(dim, num_heads, qkv_bias=False, attn_drop=attn_drop, proj_drop=proj_drop, options=options)
         self.window_size = window_size
         self.pretrained_window_size = pretrained_window_size
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
@@ -97,17 +98,15 @@ class SwinBlockV2(CheckpointedBlock):
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, pretrained_window_size: int,
                  mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
-                 norm_cfg: dict, with_cp: bool, fast: bool, save_memory: bool = False,
-                 kernels: Optional[dict] = None):
+                 norm_cfg: dict, with_cp: bool, options: FastPath):
         super().__init__()
         self.shifted = shifted
         self.with_cp = with_cp
         self.attn = WindowAttentionV2(dim, num_heads, window_size, pretrained_window_size, qkv_bias, attn_drop,
-                                      drop, fast, save_memory, kernels)
+                                      drop, options)
         self.norm1 = build_norm(norm_cfg, dim)
         self.drop_path = DropPath(drop_path)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, fast=fast, save_memory=save_memory,
-                       kernels=kernels)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, options=options)
         self.norm2 = build_norm(norm_cfg, dim)
 
     def _forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
@@ -150,6 +149,7 @@ class SwinTransformerV2(PyramidBackbone):
         out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite:
             as in :class:`.swin.SwinTransformer`.
     """
+    presets = {'swinv2-t': 'tiny', 'swinv2-s': 'small', 'swinv2-b': 'base', 'swinv2-l': 'large'}
 
     def __init__(self,
                  arch: Optional[str] = None,
@@ -178,10 +178,7 @@ class SwinTransformerV2(PyramidBackbone):
                  check_finite: bool = False):
         settings = resolve_arch('Swin V2', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads, window_size=window_size)
-        embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
-        num_stages = len(depths)
-        if len(num_heads) != num_stages:
-            raise ValueError(f'depths and num_heads must have one entry per stage, got {depths} and {num_heads}')
+        num_stages = len(settings['depths'])
         window_sizes = per_stage('window_size', settings['window_size'], num_stages)
         pretrained_window_sizes = per_stage('pretrained_window_sizes', pretrained_window_sizes, num_stages, minimum=0)
         normalisers = tuple(pretrained or window for window, pretrained in zip(window_sizes, pretrained_window_sizes))
@@ -189,33 +186,20 @@ class SwinTransformerV2(PyramidBackbone):
             raise ValueError('a window of 1 has no offsets to normalise the position bias coordinates by: give '
                              f'pretrained_window_sizes >= 2 for those stages; got window_size {window_sizes} and '
                              f'pretrained_window_sizes {pretrained_window_sizes}')
-        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
-        self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
+        super().__init__(arch=arch, embed_dims=settings['embed_dims'], depths=settings['depths'],
+                         num_heads=settings['num_heads'], in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, impl=impl, save_memory=save_memory, kernels=kernels,
+                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite)
         self.window_sizes = window_sizes
         self.pretrained_window_sizes = pretrained_window_sizes
         self.position_bias_normalisers = normalisers
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_cfg, fast=impl == 'fast',
-                                      kernels=self.kernels)
-        self.drop_after_pos = nn.Dropout(drop_rate)
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        self.layers = nn.ModuleList()
-        for i in range(num_stages):
-            first = sum(depths[:i])
-            self.layers.append(SwinStage(
-                self.num_features[i], depths[i], num_heads[i], window_sizes[i],
-                drop_path=drop_path[first:first + depths[i]], downsample=i < num_stages - 1, norm_cfg=norm_cfg,
-                patch_norm=True, block=SwinBlockV2, merging=PatchMergingV2,
-                pretrained_window_size=pretrained_window_sizes[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                drop=drop_rate, attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp, fast=impl == 'fast',
-                save_memory=self.save_memory, kernels=self.kernels))
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
-        self._freeze_stages()
-
-    def _stage_modules(self, index: int) -> List[nn.Module]:
-        if index < 0:
-            return [self.patch_embed, self.drop_after_pos]
-        return [self.layers[index]] + ([getattr(self, f'norm{index}')] if index in self.out_indices else [])
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size, norm_cfg, self.options)
+        self._build_stages(
+            lambda spec: SwinStage(spec, window_sizes[spec.index], norm_cfg, patch_norm=True, block=SwinBlockV2,
+                                   merging=PatchMergingV2, pretrained_window_size=pretrained_window_sizes[spec.index],
+                                   mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                                   act_cfg=act_cfg, with_cp=with_cp, options=self.options),
+            drop_rate, drop_path_rate, norm_cfg)
 
     def _init_from_scratch(self) -> None:
         """As the authors: logit scales log 10, zero q and v biases, and zero res-post-norms (each block
@@ -232,14 +216,10 @@ class SwinTransformerV2(PyramidBackbone):
                     nn.init.zeros_(norm.weight)
                     nn.init.zeros_(norm.bias)
 
-    def _forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.drop_after_pos(self.patch_embed(x))  # B, H/4, W/4, C
-        return self._run_stages(x)
-
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod
     def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
-        return has_swin_patch_embedding(state_dict) and is_swinv2_state_dict(state_dict)
+        return has_swin_patch_embedding(state_dict) and any(_SWINV2_KEY.fullmatch(key) for key in state_dict)
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -266,12 +246,6 @@ class SwinTransformerV2(PyramidBackbone):
                       f'{self.position_bias_normalisers}: to use the bias as trained, set '
                       f'pretrained_window_sizes={suggested}', logger='current', level=logging.WARNING)
 
-    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return without_unused_output_norms(state_dict, self.state_dict())
-
-    def _keys_not_in_pretraining(self) -> List[str]:
-        return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
-
 
 # ------------------------------------------------------------------------------ checkpoint layouts
 # Keys the layouts carry that this package does not use: classifier, final norm, derived buffers.
@@ -297,7 +271,7 @@ def convert_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict
         if layout == 'mmpretrain':
             key = merging_of_previous_stage(from_openmmlab_key(key))
             if key.endswith('.downsample.reduction.weight'):  # the norm follows the reduction: 2C, not reordered
-                value = _unfold_to_neighbour_order(value, key)
+                value = unfold_to_neighbour_order(value, key)
         elif layout == 'timm':
             key = merging_of_previous_stage(key)
         converted[key] = value

@@ -1,16 +1,19 @@
 """Speed and memory of this package's backbones against a reference with identical weights, in one run.
 
-    swin-backbones-benchmark --model swin --grid
-    swin-backbones-benchmark --model swinv2 --sizes 800x1333 512x512
-    swin-backbones-benchmark --model crossformer --grid \
-        --crossformer-reference CrossFormer/models/crossformer_backbone.py
-    python tools/benchmark.py --model swin --sizes 800x1333 --batch 2 --mode train
+Run from the repository root (the benchmarks are not part of the installed package):
 
-References: mmdet 3.3.0's SwinTransformer for Swin. For CrossFormer, the authors' own backbone
-(cheerss/CrossFormer, ``crossformer`` branch, ``models/crossformer_backbone.py``) when ``--crossformer-reference``
-gives its path (it is loaded at run time, with stand-ins for its timm/mmcv 1.x/mmdet 2.x imports; it
-takes sides that are multiples of 32 and the paper's LDA only), else :mod:`swin_backbones.plain_crossformer`,
-the same function written the way the authors write it. For Swin V2, the package's own impl='plain'.
+    python -m benchmarks.benchmark --model swin-t --grid
+    python -m benchmarks.benchmark --model swinv2-t --sizes 800x1333 512x512
+    python -m benchmarks.benchmark --model crossformer-s --grid \
+        --crossformer-reference CrossFormer/models/crossformer_backbone.py
+    python -m benchmarks.benchmark --model swin-t --sizes 800x1333 --batch 2 --mode train
+
+``--model`` is any name of :func:`swin_backbones.list_backbones`. References: mmdet 3.3.0's SwinTransformer
+for Swin. For CrossFormer, the authors' own backbone (cheerss/CrossFormer, ``crossformer`` branch,
+``models/crossformer_backbone.py``) when ``--crossformer-reference`` gives its path (it is loaded at run time,
+with stand-ins for its timm/mmcv 1.x/mmdet 2.x imports; it takes sides that are multiples of 32 and the
+paper's LDA only), else :mod:`benchmarks.plain_crossformer`, the same function written the way the authors
+write it. For every other backbone, the package's own impl='plain'.
 
 For each size, batch and mode it checks that the outputs agree (stops beyond 1e-4 in fp32), then times
 ours and the reference in alternation, --runs times each after --warmup, and prints the fastest run of
@@ -19,7 +22,7 @@ faster), achieved GFLOP/s (the reference's forward FLOPs, tripled for forward+ba
 and the memory of a training step: on a CPU the activations kept for backward (distinct storages that
 autograd saved, parameters excluded), on a GPU the peak allocation of the step. ``--compare-plain`` adds
 our ``impl='plain'`` to the alternation. The closing lines give the minimum ratio, the CPU, its vector
-extensions, the threads, the load average, and the kernels the fast path chose (:mod:`.models.kernels`).
+extensions, the threads, the load average, and the kernels the fast path runs (:mod:`swin_backbones.models.kernels`).
 """
 import argparse
 import os
@@ -34,25 +37,42 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import CrossFormer, SwinTransformer, SwinTransformerV2
-from .models import kernels
-from .models.layers import DropPath
+from swin_backbones import create_backbone, list_backbones
+from swin_backbones.models import CrossFormer, SwinTransformer
+from swin_backbones.models.layers import DropPath
+
 from .plain_crossformer import PlainCrossFormer
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# The --grid sizes: the authors' CrossFormer code takes multiples of 32 only, so its detection size is 800x1344.
-GRID_SIZES = {'swin': ('512x512', '800x1333'), 'swinv2': ('512x512', '800x1333'),
-              'crossformer': ('512x512', '800x1344')}
+# The --grid sizes; the authors' CrossFormer code takes multiples of 32 only, so its detection size is 800x1344.
+GRID_SIZES = ('512x512', '800x1333')
+CROSSFORMER_GRID_SIZES = ('512x512', '800x1344')
 GRID_BATCHES = (1, 2)
 MODES = ('forward', 'train')
 FP32_TOLERANCE = 1e-4
 
 
-def paired_swin(arch: str, impl: str, save_memory: bool = False, reference_path: Optional[str] = None):
+def build_ours(name: str, **options) -> nn.Module:
+    """The backbone ``name`` without drop path, with random weights that make every term visible (Swin V2's
+    zero-initialised res-post-norms would make every block the identity)."""
+    ours = create_backbone(name, drop_path_rate=0.0, **options)
+    for param_name, param in ours.named_parameters():
+        if '.blocks.' in param_name and '.norm' in param_name and param_name.endswith('weight'):
+            nn.init.ones_(param)
+    return ours
+
+
+def plain_twin(ours: nn.Module, name: str) -> nn.Module:
+    """The package's impl='plain' computation with ``ours``'s structure and weights."""
+    plain = create_backbone(name, drop_path_rate=0.0, impl='plain')
+    plain.load_state_dict(ours.state_dict())
+    return plain
+
+
+def mmdet_swin(ours: SwinTransformer) -> nn.Module:
+    """mmdet 3.3.0's SwinTransformer with ``ours``'s structure and weights (moved by mmdet's own converter)."""
     from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
     from mmdet.models.backbones.swin import swin_converter
-    ours = SwinTransformer(arch=arch, drop_path_rate=0.0, impl=impl, save_memory=save_memory)
-    ours.init_weights()
     reference = MMDetSwin(embed_dims=ours.embed_dims, depths=ours.depths, num_heads=ours.num_heads,
                           drop_path_rate=0.0)
     missing, unexpected = reference.load_state_dict(
@@ -60,31 +80,19 @@ def paired_swin(arch: str, impl: str, save_memory: bool = False, reference_path:
     # mmdet rebuilds its relative position index buffers itself; every parameter must have been loaded.
     if unexpected or not all(key.endswith('relative_position_index') for key in missing):
         raise RuntimeError(f'mmdet Swin did not take our weights: missing {missing}, unexpected {unexpected}')
-    return ours, reference, 'mmdet 3.3.0'
+    return reference
 
 
-def paired_crossformer(arch: str, impl: str, save_memory: bool = False, reference_path: Optional[str] = None):
-    ours = CrossFormer(arch=arch, drop_path_rate=0.0, impl=impl, save_memory=save_memory)
-    ours.init_weights()
-    if reference_path is None:
-        return ours, PlainCrossFormer.from_model(ours), "plain_crossformer (authors' style)"
-    return ours, authors_crossformer(reference_path, ours), f'the authors\' code ({reference_path})'
+def reference_for(ours: nn.Module, name: str, crossformer_reference: Optional[str] = None):
+    """The reference computation for ``ours`` (see the module doc) and its name."""
+    if isinstance(ours, SwinTransformer):
+        return mmdet_swin(ours), 'mmdet 3.3.0'
+    if isinstance(ours, CrossFormer):
+        if crossformer_reference is not None:
+            return authors_crossformer(crossformer_reference, ours), f"the authors' code ({crossformer_reference})"
+        return PlainCrossFormer.from_model(ours), "plain_crossformer (authors' style)"
+    return plain_twin(ours, name), "impl='plain'"
 
-
-def paired_swinv2(arch: str, impl: str, save_memory: bool = False, reference_path: Optional[str] = None):
-    ours = SwinTransformerV2(arch=arch, drop_path_rate=0.0, impl=impl, save_memory=save_memory)
-    ours.init_weights()
-    for name, param in ours.named_parameters():  # zero-initialised res-post-norms would make every block the identity
-        if '.blocks.' in name and '.norm' in name and name.endswith('weight'):
-            torch.nn.init.ones_(param)
-    reference = SwinTransformerV2(arch=arch, drop_path_rate=0.0, impl='plain')
-    reference.load_state_dict(ours.state_dict())
-    return ours, reference, "impl='plain'"
-
-
-PAIRS = {'swin': (paired_swin, ['tiny', 'small', 'base', 'large']),
-         'swinv2': (paired_swinv2, ['tiny', 'small', 'base', 'large']),
-         'crossformer': (paired_crossformer, ['tiny', 'small', 'base', 'large', 'pp-small', 'pp-base', 'pp-large'])}
 
 # Imports of the authors' CrossFormer backbone that today's timm / mmcv 2 / mmdet 3 no longer provide.
 _AUTHORS_IMPORTS = re.compile(r'^from (timm\.models\.layers|mmdet\.utils|mmcv\.runner) import .*$', re.MULTILINE)
@@ -219,23 +227,17 @@ def _load() -> str:
         return 'unknown'
 
 
-def _kernel_choices() -> str:
-    choices = sorted({(key[0], key[1] or '', choice) for key, (choice, _) in kernels.measured_choices().items()})
-    overrides = os.environ.get(kernels.ENV_VARIABLE)
-    text = ', '.join(f'{name}{f"[{length}]" if length else ""}={choice}' for name, length, choice in choices)
-    return (text or 'none measured') + (f' ({kernels.ENV_VARIABLE}={overrides})' if overrides else '')
-
-
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog='swin-backbones-benchmark', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.benchmark', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', default='swin', choices=sorted(PAIRS))
-    parser.add_argument('--arch', help='default: tiny for Swin and SwinV2, small for CrossFormer')
+    parser.add_argument('--model', default='swin-t', choices=list_backbones())
     parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
     parser.add_argument('--save-memory', action='store_true', help="our backbone's save_memory option")
+    parser.add_argument('--kernels', nargs='+', metavar='DECISION=KERNEL', default=[],
+                        help="our backbone's kernels option, e.g. --kernels attention=matmul linear=aten")
     parser.add_argument('--grid', action='store_true',
-                        help=f'sizes {GRID_SIZES}, batch {GRID_BATCHES}, modes {MODES} (overrides --sizes, '
-                             '--batch and --mode)')
+                        help=f'sizes {GRID_SIZES} ({CROSSFORMER_GRID_SIZES} for CrossFormer), batch {GRID_BATCHES}, '
+                             f'modes {MODES} (overrides --sizes, --batch and --mode)')
     parser.add_argument('--sizes', nargs='+', help='HxW; default: the --grid sizes of the model')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--mode', nargs='+', default=list(MODES), choices=MODES)
@@ -243,7 +245,7 @@ def parse_args(argv=None):
                         help="also time our impl='plain' (same weights) and give the ratio plain / ours")
     parser.add_argument('--crossformer-reference', metavar='PATH',
                         help="the authors' models/crossformer_backbone.py (cheerss/CrossFormer, crossformer "
-                             'branch) as the CrossFormer reference, instead of swin_backbones.plain_crossformer')
+                             'branch) as the CrossFormer reference, instead of benchmarks.plain_crossformer')
     parser.add_argument('--dtype', default='fp32', choices=sorted(DTYPES))
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
@@ -252,15 +254,12 @@ def parse_args(argv=None):
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile both models first (the warm-up runs include compilation)')
     args = parser.parse_args(argv)
-    if args.crossformer_reference and args.model != 'crossformer':
-        parser.error('--crossformer-reference is for --model crossformer')
-    arch = args.arch or ('small' if args.model == 'crossformer' else 'tiny')
-    if arch not in PAIRS[args.model][1]:
-        parser.error(f'--arch for {args.model} must be one of {PAIRS[args.model][1]}, got {arch!r}')
-    args.arch = arch
+    if args.crossformer_reference and not args.model.startswith('crossformer'):
+        parser.error('--crossformer-reference is for the CrossFormer models')
     for size in args.sizes or ():
         if not re.fullmatch(r'\d+x\d+', size):
             parser.error(f'--sizes takes HxW, e.g. 800x1333; got {size!r}')
+    args.kernels = dict(item.partition('=')[::2] for item in args.kernels)
     return args
 
 
@@ -268,27 +267,28 @@ def run(args) -> List[float]:
     """Prints the table and the closing lines; returns the ratios reference / ours."""
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    sizes = GRID_SIZES[args.model] if args.grid or not args.sizes else args.sizes
     batches = GRID_BATCHES if args.grid else (args.batch,)
     modes = MODES if args.grid else tuple(args.mode)
-    build = PAIRS[args.model][0]
     load_before = _load()
     torch.manual_seed(0)
-    ours, reference, reference_name = build(args.arch, args.impl, args.save_memory, args.crossformer_reference)
+    if args.impl == 'plain':
+        ours = build_ours(args.model, impl='plain')
+    else:
+        ours = build_ours(args.model, save_memory=args.save_memory, kernels=args.kernels or None)
+    grid_sizes = CROSSFORMER_GRID_SIZES if isinstance(ours, CrossFormer) else GRID_SIZES
+    sizes = grid_sizes if args.grid or not args.sizes else args.sizes
+    reference, reference_name = reference_for(ours, args.model, args.crossformer_reference)
     models = {'ours': ours, 'reference': reference}
     if args.compare_plain:
-        plain = type(ours)(arch=args.arch, drop_path_rate=0.0, impl='plain')
-        plain.load_state_dict(ours.state_dict())
-        models['plain'] = plain
+        models['plain'] = plain_twin(ours, args.model)
     for name, model in models.items():
         model.to(device)
         model.eval()  # mmdet's train() returns None, so no chaining
     flop_model = reference
     if args.compile:
         models = {name: torch.compile(model) for name, model in models.items()}
-    options = f'impl={args.impl}' + (', save_memory' if args.save_memory else '')
-    print(f'{args.model} {args.arch} ({options}) vs {reference_name}, {args.dtype}, {device}, {args.threads} threads, '
-          f'fastest of {args.runs} alternating runs, torch {torch.__version__}'
+    print(f'{args.model} ({ours.options.describe(device, dtype)}) vs {reference_name}, {args.dtype}, {device}, '
+          f'{args.threads} threads, fastest of {args.runs} alternating runs, torch {torch.__version__}'
           + (', both torch.compile-d' if args.compile else ''))
     plain_header = f' {"plain s":>8} {"ratio":>6} |' if args.compare_plain else ''
     print(f'{"size":>10} {"batch":>5} {"mode":>8} | {"ours s":>8} {"ref s":>8} {"ratio":>6} |{plain_header} '
@@ -330,7 +330,6 @@ def run(args) -> List[float]:
         print(f'GPU: {torch.cuda.get_device_name(device)}')
     print(f'threads {torch.get_num_threads()}, torch {torch.__version__}, load average (1/5/15 min) '
           f'{load_before} before, {_load()} after')
-    print(f'kernels chosen: {_kernel_choices()}')
     return ratios
 
 

@@ -1,5 +1,5 @@
 """Plain CrossFormer / CrossFormer++ backbone, written the way the authors write it: the speed benchmark's
-reference (:mod:`swin_backbones.benchmark`) when the authors' own code is not at hand.
+reference (:mod:`benchmarks.benchmark`) when the authors' own code is not at hand.
 
 :class:`PlainCrossFormer` computes the same function as :class:`swin_backbones.CrossFormer` (both LDA
 types, ACL, per-stage group sizes and intervals, adaptive interval, the any-size extensions and the

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of the backbones against reference implementations (not part of the package)."""
