@@ -14,8 +14,8 @@ from .export import ExportError, check_onnx, export_onnx
 from .models import CrossFormer, SwinTransformer, SwinTransformerV2
 from .paths import config_path, list_configs, tool_path
 from .registry import MODELS
+from .version import __version__
 
-__version__ = '0.1.0'
 __all__ = ['MODELS', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
            'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones', 'export_onnx',
            'check_onnx', 'ExportError', 'config_path', 'list_configs', 'tool_path', 'use_safe_checkpoint_loading',

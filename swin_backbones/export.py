@@ -27,6 +27,8 @@ import torch.nn as nn
 from .api import create_backbone, list_backbones
 from .files import atomic_output
 from .models.base import PyramidBackbone, registered_backbones
+from .registry import MODELS
+from .version import __version__
 
 __all__ = ['EXPORTERS', 'ExportError', 'export_onnx', 'check_onnx', 'build_backbone', 'minimum_input_size',
            'default_sample_size', 'check_sizes', 'output_names']
@@ -87,8 +89,6 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
     if not os.path.isfile(spec):
         raise ExportError(f'config file {spec} does not exist')
     from mmengine.config import Config
-
-    from .registry import MODELS
     cfg = Config.fromfile(spec)
     backbone_cfg = cfg.get('model', {}).get('backbone') if isinstance(cfg.get('model'), dict) else None
     if not backbone_cfg:
@@ -118,7 +118,6 @@ def export_onnx(backbone: PyramidBackbone, path: str, sample_size: Optional[Tupl
     The file appears only complete and, with ``verify``, only if ``verify(temporary_path)`` returns
     (e.g. a function that runs :func:`check_onnx` and raises when a difference is too large).
     """
-    from . import __version__
     if exporter not in EXPORTERS:
         raise ExportError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
     if os.path.exists(path) and not force:
