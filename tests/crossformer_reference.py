@@ -1,4 +1,5 @@
-"""A plain, per-block CrossFormer / CrossFormer++ forward written from SPEC §3, to check the package's.
+"""A plain, per-block CrossFormer / CrossFormer++ forward written from docs/design.md ("CrossFormer"), to check the
+package's.
 
 Independent of ``swin_backbones``: it reads parameters by name from a state dict in the authors' layout,
 lists every group's tokens by explicit index arithmetic, evaluates the position-bias MLP on each

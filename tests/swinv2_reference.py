@@ -1,4 +1,4 @@
-"""An independent, plainly written Swin Transformer V2 backbone (SPEC §2b) for the tests.
+"""An independent, plainly written Swin Transformer V2 backbone (docs/design.md, "Swin Transformer V2") for the tests.
 
 It shares no code with the package: it reads its weights by name from a dict in the authors' key layout,
 pads each stage's map to whole windows with zeros, rolls it for shifted blocks, labels the shift

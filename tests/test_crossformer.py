@@ -1,5 +1,6 @@
-"""CrossFormer / CrossFormer++: numerics against the plain reference of SPEC §3, any input size, statelessness,
-no leakage across the batch, checkpoints, gradient checkpointing, frozen stages, registry, parameter counts."""
+"""CrossFormer / CrossFormer++: numerics against the plain reference of docs/design.md ("CrossFormer"), any input size,
+statelessness, no leakage across the batch, checkpoints, gradient checkpointing, frozen stages, registry, parameter
+counts."""
 import math
 import os
 import subprocess
@@ -75,7 +76,7 @@ def test_matches_reference(case):
     assert_close(outs, expected)
 
 
-# The published architectures at 224 x 224 with their default (detection) settings, configured from SPEC §3.
+# The published architectures at 224 x 224 with their default (detection) settings (docs/design.md, "CrossFormer").
 FULL_ARCHS = {
     'small': (dict(depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), 'paper', False),
     'pp-small': (dict(depths=(2, 2, 18, 2), num_heads=(2, 4, 8, 16)), 'pp', True),
@@ -142,7 +143,7 @@ def test_no_leakage_across_the_batch(backbone):
 # -------------------------------------------------------------------------- architectures, layout
 PARAMS_M = {'tiny': 27.263, 'small': 29.887, 'base': 51.201, 'large': 90.944,
             'pp-small': 22.811, 'pp-base': 51.224, 'pp-large': 90.975}
-SPEC_TABLE = {  # C, depths, heads, drop path, LDA, ACL
+ARCH_TABLE = {  # C, depths, heads, drop path, LDA, ACL
     'tiny': (64, (1, 1, 8, 6), (2, 4, 8, 16), 0.1, 'paper', False),
     'small': (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 'paper', False),
     'base': (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 'paper', False),
@@ -162,7 +163,7 @@ def build_on_meta(**kwargs):
 def test_parameter_count_and_defaults(arch):
     model = build_on_meta(arch=arch)
     assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - PARAMS_M[arch]) <= 0.001
-    embed_dims, depths, heads, drop_path, lda, acl = SPEC_TABLE[arch]
+    embed_dims, depths, heads, drop_path, lda, acl = ARCH_TABLE[arch]
     assert (model.embed_dims, model.depths, model.num_heads) == (embed_dims, depths, heads)
     assert (model.lda_type, model.use_acl, model.adaptive_interval) == (lda, acl, False)
     assert model.group_size == (7, 7, 7, 7) and model.crs_interval == (8, 4, 2, 1)
@@ -188,7 +189,7 @@ def expected_keys(depths, acl):
 @pytest.mark.parametrize('arch', ['small', 'pp-base'])
 def test_authors_key_layout_and_shapes(arch):
     model = build_on_meta(arch=arch)
-    embed_dims, depths, heads, _, _, acl = SPEC_TABLE[arch]
+    embed_dims, depths, heads, _, _, acl = ARCH_TABLE[arch]
     state = model.state_dict()
     assert set(state) == expected_keys(depths, acl)
     C = embed_dims

@@ -1,5 +1,6 @@
-"""Swin Transformer V2 numerics against the plainly written reference of SPEC §2b (tests/swinv2_reference.py)
-and against mmpretrain 1.2.0's own SwinTransformerV2 (``pad_small_map=True``), plus the constructor."""
+"""Swin Transformer V2 numerics against the plainly written reference of docs/design.md ("Swin Transformer V2")
+(tests/swinv2_reference.py) and against mmpretrain 1.2.0's own SwinTransformerV2 (``pad_small_map=True``), plus the
+constructor."""
 import importlib
 import importlib.util
 import math
