@@ -81,8 +81,8 @@ train_dataloader = dict(dataset=dict(pipeline=[
 def test_two_process_resume_continues_where_it_stopped(tmp_path, toy_data):
     """Run A trains 4 iterations; run B resumes A's iteration-2 checkpoint and trains to 4. B starts at
     iteration 3 with A's optimizer state, and (the data order is seeded, the augmentations and
-    dropout are switched off here, and deterministic mode keeps the fast path from measuring kernels,
-    which could pick others in B) ends where A ended."""
+    dropout are switched off here, deterministic mode is on, and the fast path's kernels are fixed rules,
+    the same in both runs) ends where A ended."""
     config = tmp_path / 'deterministic.py'
     config.write_text(DETERMINISTIC_SEG_CONFIG.format(base=TOY_CONFIGS['seg', 'crossformer']))
     deterministic = ['randomness.seed=0', 'randomness.deterministic=True']
