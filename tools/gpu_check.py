@@ -19,33 +19,40 @@ as timed out, and the next one starts):
   CrossFormer-S against the authors'-style plain CrossFormer at 800 x 1344, batch 2, bf16 autocast:
   outputs in fp32 against the reference first, then inference and a training step (the fastest of
   --runs after --warmup, models taking turns) and their peak memory, for ours (default and save_memory),
-  our impl='plain' and the reference. ``--quick`` runs them at 224 x 320 with fewer runs.
+  our impl='plain' and the reference. ``--quick`` runs them at 128 x 192, one warm-up and one run.
 
 DIR gets report.txt and report.json (rewritten after every part, so a run cut short still leaves one),
 tests.jsonl and log.txt (every part's output). The exit status is 0 when every part finished and no test
 failed.
 """
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
+import textwrap
 import time
 import types
 from collections import Counter, defaultdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Seconds each part may take. On an H200 the whole check takes a few minutes at most; these limits add up
-# to 7.5 minutes so that, with the wheels' installation, a run stays inside 8.
-PART_LIMITS = {'environment': 30, 'tests': 240, 'benchmark-swin': 90, 'benchmark-crossformer': 90}
+# Seconds each part may take. The arithmetic is small for an H200: the tests do about 12 TFLOP at 800 x 1333
+# (62 training steps and 56 inferences of their small models, 32 to 71 GFLOP a forward at batch 2, two
+# thirds in fp32) and less at the other sizes; each benchmark about 60 TFLOP in bf16 (Swin-T and
+# CrossFormer-S, about 0.5 TFLOP a forward at batch 2, 64 steps of 4 models). That is seconds even at a
+# tenth of the chip's rates; start-up, CUDA initialisation and the first-use kernel choices take most of
+# the time. The limits add up to 7.25 minutes so that, with the wheels' installation and a first import
+# of torch from a cold disk, a run stays inside 8.
+PART_LIMITS = {'environment': 45, 'tests': 210, 'benchmark-swin': 90, 'benchmark-crossformer': 90}
 # (arch, size) of each benchmark; the authors' CrossFormer code takes multiples of 32 only.
 BENCHMARKS = {'swin': ('tiny', '800x1333'), 'crossformer': ('small', '800x1344')}
-QUICK_SIZE = '64x96'
+QUICK_SIZE = '128x192'
 BATCH = 2
 # What the optimised backbones should reach on a GPU in the training step: speed against the reference
 # (reference time / ours), and peak memory against it.
@@ -161,15 +168,30 @@ def part_tests(args, record):
     import pytest
     recorder = TestRecorder(os.path.join(args.out, 'tests.jsonl'))
     command = [os.path.join('tests', 'test_device.py'), '--device', args.device, '-p', 'no:cacheprovider', '-q']
-    exit_code = pytest.main(command, plugins=[recorder])
-    record(dict(command='pytest ' + ' '.join(command), exit_code=int(exit_code), outcomes=dict(recorder.outcomes)))
+    exit_code = int(pytest.main(command, plugins=[recorder]))
+    record(dict(command='pytest ' + ' '.join(command), exit_code=exit_code, outcomes=dict(recorder.outcomes)))
+    if exit_code:
+        sys.exit(f'pytest exited with {exit_code}')
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """No TF32 (cuDNN's default for convolutions): the fp32 comparison with the reference is in full fp32."""
+    import torch
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _benchmark_part(model_name):
-    def run_part(args, record):
+    def part_benchmark(args, record):
         import torch
         benchmark = benchmark_module()
-        import_mmdet_swin(args.mmdet_swin_from_source)
+        if model_name == 'swin':
+            import_mmdet_swin(args.mmdet_swin_from_source)
         device, dtype = torch.device(args.device), torch.bfloat16
         arch, size = BENCHMARKS[model_name]
         size = QUICK_SIZE if args.quick else size
@@ -187,16 +209,13 @@ def _benchmark_part(model_name):
         x = torch.randn(BATCH, 3, height, width, device=device)
         result = dict(model=f'{model_name} {arch}', reference=reference_name, size=size, batch=BATCH, dtype='bf16',
                       warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
-        saved_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32():
             expected = reference(x)
             result['fp32_max_abs_diff'] = {
                 label: max((a - b).abs().max().item() for a, b in zip(model(x), expected))
                 for label, model in models.items() if label != 'reference'}
             result['fp32_max_abs'] = max(out.abs().max().item() for out in expected)
         del expected
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
         result['reference_forward_gflop'] = benchmark.forward_flops(reference, x) / 1e9
         record(result)
         for mode in benchmark.MODES:
@@ -205,7 +224,10 @@ def _benchmark_part(model_name):
                       for label, model in models.items()}
             result['rows'].append(dict(mode=mode, seconds=seconds, memory_mib=memory))
             record(result)
-    return run_part
+        if max(result['fp32_max_abs_diff'].values()) > benchmark.FP32_TOLERANCE:
+            sys.exit(f'fp32 outputs differ from the reference by more than {benchmark.FP32_TOLERANCE}: '
+                     f'{result["fp32_max_abs_diff"]}')
+    return part_benchmark
 
 
 PARTS = {'environment': part_environment, 'tests': part_tests,
@@ -222,17 +244,14 @@ def run_part(args):
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _fmt(value, spec='.2f'):
-    return '-' if value is None else format(value, spec)
-
-
 def tests_section(out):
     path = os.path.join(out, 'tests.jsonl')
     if not os.path.exists(path):
         return ['  no test ran']
     with open(path) as f:
         entries = [json.loads(line) for line in f]
-    lines = ['  ' + ', '.join(f'{n} {outcome}' for outcome, n in sorted(Counter(e['outcome'] for e in entries).items()))]
+    outcomes = Counter(entry['outcome'] for entry in entries)
+    lines = ['  ' + ', '.join(f'{n} {outcome}' for outcome, n in sorted(outcomes.items()))]
     by_function = defaultdict(list)
     for entry in entries:
         by_function[entry['test'].split('[')[0]].append(entry)
@@ -245,7 +264,8 @@ def tests_section(out):
                 largest[key] = max(largest.get(key, value), value)
         lines.append(f'  {function}: ' + ', '.join(f'{n} {o}' for o, n in sorted(outcomes.items())))
         if largest:
-            lines.append('    ' + ', '.join(f'{key} {value:.2g}' for key, value in largest.items()))
+            lines += textwrap.wrap(', '.join(f'{key} {value:.2g}' for key, value in largest.items()), width=110,
+                                   initial_indent='    ', subsequent_indent='    ')
     for entry in entries:
         if entry['outcome'] in ('failed', 'error'):
             lines.append(f'  FAILED {entry["test"]}: {entry.get("message", "")}')
@@ -254,30 +274,28 @@ def tests_section(out):
 
 def benchmark_section(name, result, device_type):
     lines = [f'  {result["model"]} vs {result["reference"]}, {result["size"]}, batch {result["batch"]}, '
-             f'{result["dtype"]} autocast, fastest of {result["runs"]} runs after {result["warmup"]} warm-up; '
-             f'reference forward {result["reference_forward_gflop"]:.0f} GFLOP']
-    lines.append('  fp32 outputs, max |diff| from the reference (max |reference| '
-                 f'{result["fp32_max_abs"]:.3g}, tolerance {result["fp32_tolerance"]:g}): '
-                 + ', '.join(f'{label} {diff:.2g}' for label, diff in result['fp32_max_abs_diff'].items()))
-    labels = list(result['rows'][0]['seconds']) if result['rows'] else []
-    if labels:
-        lines.append(f'  {"mode":>8} | ' + ' '.join(f'{label + " ms":>20}' for label in labels)
-                     + ' | ' + ' '.join(f'{label + " MiB":>21}' for label in labels))
+             f'{result["dtype"]} autocast, fastest of {result["runs"]} runs',
+             f'  after {result["warmup"]} warm-up; reference forward {result["reference_forward_gflop"]:.0f} GFLOP',
+             '  fp32 outputs, max |diff| from the reference: '
+             + ', '.join(f'{label} {diff:.2g}' for label, diff in result['fp32_max_abs_diff'].items()),
+             f'  (tolerance {result["fp32_tolerance"]:g}; max |reference| {result["fp32_max_abs"]:.3g})',
+             '  (speed: reference time / time; MiB: '
+             + ('the peak allocation of a step' if device_type == 'cuda'
+                else 'the activations a training step keeps for backward') + '; memory: MiB / reference MiB)',
+             f'  {"mode":>8} {"model":<17} {"ms":>9} {"speed":>7} {"MiB":>8} {"memory":>7}']
     for row in result['rows']:
-        lines.append(f'  {row["mode"]:>8} | ' + ' '.join(f'{row["seconds"][label] * 1e3:20.1f}' for label in labels)
-                     + ' | ' + ' '.join(f'{row["memory_mib"][label]:21.0f}' for label in labels))
-    for row in result['rows']:
-        speed = {label: row['seconds']['reference'] / row['seconds'][label] for label in labels}
-        memory = {label: row['memory_mib'][label] / row['memory_mib']['reference']
-                  if row['memory_mib']['reference'] else None for label in labels}
-        lines.append(f'  {row["mode"]}: speed vs reference ' + ', '.join(
-            f'{label} {speed[label]:.2f}x' for label in labels if label != 'reference') + '; memory vs reference '
-            + ', '.join(f'{label} {_fmt(memory[label])}' for label in labels if label != 'reference'))
+        seconds, memory = row['seconds'], row['memory_mib']
+        for label in seconds:
+            memory_ratio = memory[label] / memory['reference'] if memory['reference'] else None
+            lines.append(f'  {row["mode"]:>8} {label:<17} {seconds[label] * 1e3:9.1f} '
+                         f'{seconds["reference"] / seconds[label]:6.2f}x {memory[label]:8.0f} '
+                         + (f'{memory_ratio:6.2f}x' if memory_ratio else f'{"-":>7}'))
         if row['mode'] == 'train' and device_type == 'cuda':
             target = TARGETS[name]
-            met = speed['ours'] >= target['train_speed'] and memory['ours'] <= target['memory']
-            lines.append(f'  target (training step, ours): speed >= {target["train_speed"]}x and memory <= '
-                         f'{target["memory"]}x the reference: {"met" if met else "NOT met"}')
+            speed, memory_ratio = seconds['reference'] / seconds['ours'], memory['ours'] / memory['reference']
+            met = speed >= target['train_speed'] and memory_ratio <= target['memory']
+            lines.append(f'  target for ours in training: speed >= {target["train_speed"]}x, memory <= '
+                         f'{target["memory"]}x: {"met" if met else "NOT met"}')
     return lines
 
 
@@ -315,7 +333,8 @@ def tests_passed(out) -> bool:
     if not os.path.exists(path):
         return False
     with open(path) as f:
-        return all(json.loads(line)['outcome'] in ('passed', 'xfailed') for line in f)
+        outcomes = [json.loads(line)['outcome'] for line in f]
+    return bool(outcomes) and all(outcome in ('passed', 'xfailed') for outcome in outcomes)
 
 
 def run_check(args):
@@ -329,6 +348,9 @@ def run_check(args):
     work = tempfile.mkdtemp(prefix='gpu_check-')
     common = ['--out', args.out, '--device', args.device, '--runs', str(args.runs), '--warmup', str(args.warmup)]
     common += ['--quick'] * args.quick + ['--mmdet-swin-from-source'] * args.mmdet_swin_from_source
+    environment = dict(os.environ)
+    if args.device == 'cpu':  # one thread: on a shared machine, other processes slow two threads down far more
+        environment.setdefault('OMP_NUM_THREADS', '1')
     for name in args.parts:
         result_path = os.path.join(work, f'{name}.json')
         command = [sys.executable, os.path.abspath(__file__), '--part', name, '--result', result_path] + common
@@ -338,8 +360,9 @@ def run_check(args):
             log.write(f'===== {name}: {" ".join(command)}\n')
             log.flush()
             try:
-                status = 'ok' if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                                timeout=PART_LIMITS[name]).returncode == 0 else 'failed'
+                process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=environment,
+                                         timeout=PART_LIMITS[name])
+                status = 'ok' if process.returncode == 0 else 'failed'
             except subprocess.TimeoutExpired:
                 status = 'timed out'
         result = None
@@ -360,7 +383,8 @@ def run_check(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, help='folder for report.txt, report.json, tests.jsonl, log.txt')
-    parser.add_argument('--device', default='cuda', help='cuda (default), cuda:N or cpu')
+    parser.add_argument('--device', default='cuda',
+                        help='cuda (default), cuda:N or cpu (with one thread unless OMP_NUM_THREADS says otherwise)')
     parser.add_argument('--quick', action='store_true', help=f'benchmark at {QUICK_SIZE}, one warm-up and one run')
     parser.add_argument('--parts', nargs='+', default=list(PARTS), choices=list(PARTS))
     parser.add_argument('--runs', type=int, help='timed steps of each model in the benchmark (default 5, quick 1)')
