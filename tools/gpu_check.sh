@@ -21,6 +21,10 @@ if [ "${1:-}" = --fetch ]; then
   exit 0
 fi
 
+if ! "$python" -c 'import torch' 2>/dev/null; then
+  echo "gpu_check: $python has no torch (set PYTHON to an interpreter that has it)" >&2
+  exit 2
+fi
 site=
 if ! "$python" -c 'import mmengine' 2>/dev/null; then
   if ! compgen -G "$wheels/*.whl" >/dev/null; then
