@@ -91,8 +91,15 @@ def _scaled_cosine_qkv(qkv: torch.Tensor, scale: Union[float, torch.Tensor]) -> 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """x / max(|x|, eps) along the last axis, as F.normalize with its eps of 1e-12, raised to the smallest normal
-    number of fp16 there: 1e-12 is 0 in fp16, and the zero keys of padded tokens would become NaN."""
-    return F.normalize(x, dim=-1, eps=max(1e-12, torch.finfo(x.dtype).tiny))
+    number of fp16 there (1e-12 is 0 in fp16), with no gradient through all-zero vectors.
+
+    The keys of padded tokens are exactly zero (the padding is zeros and Swin V2 has no key bias). There the
+    derivative is 1 / eps, which overflows fp16 to inf; multiplied by the zero input in the weight gradient it
+    would make it NaN, while in exact arithmetic that product is zero. Masking the incoming gradient of those
+    vectors gives the exact result in every dtype and leaves the forward unchanged (they normalise to zero).
+    """
+    nonzero = (x != 0).any(dim=-1, keepdim=True)
+    return F.normalize(x, dim=-1, eps=max(1e-12, torch.finfo(x.dtype).tiny)) * nonzero
 
 
 def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
