@@ -6,6 +6,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import subprocess
 import sys
 
@@ -17,8 +18,8 @@ import swin_backbones
 from swin_backbones.checkpoint import CheckpointError, load_from_local_safely, publish_checkpoint
 from swin_backbones.toy_data import make_toy_data
 
-from .toy_helpers import (MIM_TOOLS, REPO, TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
-                          short_run_options, train_iterations)
+from .toy_helpers import (MIM_TOOLS, REPO, TOY_CONFIGS, TOY_HEAD_CONFIGS, check, make_small_toy_data, read_checkpoint,
+                          run, short_run_options, train_iterations)
 
 
 @pytest.fixture(scope='module')
@@ -172,6 +173,34 @@ def test_downstream_tools_train_test_and_resume(tmp_path, toy_data, task, backbo
     resumed = read_checkpoint(str(work_dir / 'iter_3.pth'))
     assert resumed['meta']['iter'] == 3
     assert {int(state['step']) for state in resumed['optimizer']['state'].values()} == {3}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('head, losses, metric, trained', [
+    # Three cascade stages, each with its GIoU box loss; the 4conv1fc heads' SyncBN trained as BN (one process).
+    pytest.param('cascade-mask-rcnn', ('s0.loss_bbox', 's1.loss_bbox', 's2.loss_bbox', 's2.loss_mask'),
+                 'coco/segm_mAP', 'roi_head.bbox_head.2.shared_convs.3.bn.num_batches_tracked', id='cascade-mask-rcnn'),
+    pytest.param('retinanet', ('loss_cls', 'loss_bbox'), 'coco/bbox_mAP', 'bbox_head.retina_cls.bias', id='retinanet'),
+    pytest.param('semantic-fpn', ('decode.loss_ce',), 'mIoU', 'decode_head.scale_heads.3.0.bn.num_batches_tracked',
+                 id='semantic-fpn'),
+])
+def test_downstream_train_runs_the_other_heads(tmp_path, toy_data, head, losses, metric, trained):
+    """The toy twins of the Cascade Mask R-CNN, RetinaNet and Semantic FPN configs train for a few iterations
+    and evaluate with mmdet's / mmseg's own train.py."""
+    scope, config = TOY_HEAD_CONFIGS[head]
+    work_dir = tmp_path / 'work'
+    log = check(run([sys.executable, osp.join(MIM_TOOLS[scope], 'train.py'), config, '--work-dir', work_dir,
+                     '--cfg-options', *short_run_options(iters=2)], toy_data))
+    assert train_iterations(log) == [1, 2]
+    first_iteration = next(line for line in log.splitlines() if 'Iter(train) [1/2]' in line)
+    for loss in losses:
+        assert re.search(rf'\b{re.escape(loss)}: \d', first_iteration), (loss, first_iteration)
+    assert re.search(rf'{re.escape(metric)}: -?\d', log), log[-3000:]
+    state = read_checkpoint(str(work_dir / 'iter_2.pth'))['state_dict']
+    if trained.endswith('num_batches_tracked'):
+        assert int(state[trained]) == 2
+    else:
+        assert trained in state
 
 
 # ------------------------------------------------------------------------------ checkpoint safety

@@ -23,6 +23,13 @@ TOY_CONFIGS = {
     ('det', 'swinv2'): osp.join(REPO, 'configs/toy/mask-rcnn_swinv2-toy_fpn_toy-coco.py'),
     ('seg', 'swinv2'): osp.join(REPO, 'configs/toy/upernet_swinv2-toy_toy-ade.py'),
 }
+# The toy twins of the other heads the published configs use: (scope, config).
+TOY_HEAD_CONFIGS = {
+    'cascade-mask-rcnn': ('mmdet',
+                          osp.join(REPO, 'configs/toy/cascade-mask-rcnn_swin-toy_fpn_4conv1f-giou_toy-coco.py')),
+    'retinanet': ('mmdet', osp.join(REPO, 'configs/toy/retinanet_crossformer-toy_fpn_toy-coco.py')),
+    'semantic-fpn': ('mmseg', osp.join(REPO, 'configs/toy/fpn_crossformer-toy_toy-ade.py')),
+}
 
 
 def make_small_toy_data(root: str, num_train: int = 16, num_val: int = 8) -> str:

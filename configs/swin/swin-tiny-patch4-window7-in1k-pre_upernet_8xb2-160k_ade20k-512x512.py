@@ -46,9 +46,11 @@ optim_wrapper = dict(
             'relative_position_bias_table': dict(decay_mult=0.),
             'norm': dict(decay_mult=0.)
         }))
+# The authors' poly decay runs over all 160k iterations from the first one, and the warm-up scales it during
+# the first 1500 (mmcv's warm-up): both schedulers start at 0, and mmengine multiplies them.
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False)
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=160000, by_epoch=False)
 ]
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)

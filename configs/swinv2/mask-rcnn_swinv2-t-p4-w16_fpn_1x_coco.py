@@ -1,8 +1,9 @@
 # Mask R-CNN + FPN, SwinV2-T backbone, COCO, 1x schedule (12 epochs, lr steps at 8 and 11).
 # Window 16 fine-tuned from the ImageNet-1K window-8 checkpoint: pretrained_window_sizes=8 keeps the
 # position bias MLP's inputs on the scale it was trained on (nothing is resized). The recipe is the Swin-T
-# one (AdamW lr 1e-4, weight decay 0.05, drop path 0.2, batch 16) with SwinV2's decay-free parameters
-# (the position bias MLP, the logit scales and the norms). No published box/mask AP for this model.
+# one (multi-scale training with the crop step, AdamW lr 1e-4, weight decay 0.05, warm-up over 500 iterations,
+# batch 16) with drop path 0.2 and SwinV2's decay-free parameters (the position bias MLP, the logit scales and
+# the norms). No published box/mask AP for this model.
 # Needs the authors' checkpoint at checkpoints/swinv2_tiny_patch4_window8_256.pth:
 #   https://github.com/SwinTransformer/storage/releases/download/v2.0.0/swinv2_tiny_patch4_window8_256.pth
 _base_ = '../swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'

@@ -1,6 +1,7 @@
-# The multi-scale training pipeline of the Swin paper's 3x Mask R-CNN schedule: shorter side 480-800, or
-# resize + random crop + resize (as in DETR). Shared by the Swin and CrossFormer 3x configs, which put it
-# into their train_dataloader; the name keeps it from clashing with the data set base's train_pipeline.
+# The multi-scale training pipeline of the Swin paper's detection recipes ("mstrain_480-800" in the authors'
+# file names, with 1x and 3x schedules alike): shorter side 480-800, or resize + random crop + resize (as in
+# DETR). Shared by the Swin Mask R-CNN and Cascade Mask R-CNN configs and the CrossFormer 3x config, which put
+# it into their train_dataloader; the name keeps it from clashing with the data set base's train_pipeline.
 ms_crop_train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

@@ -1,0 +1,39 @@
+# RetinaNet + FPN, CrossFormer-S (group size 7, LDA intervals 8, 4, 2, 1), COCO, 1x: the authors' recipe
+# (cheerss/CrossFormer, detection/configs/crossformer/retinanet_crossformer_s_fpn_1x_coco.py): FPN over
+# stages 2-4 (start_level=1) with P6/P7 from the last stage's output, AdamW lr 1e-4, weight decay 1e-4 on every
+# parameter, linear warm-up over 500 iterations, 12 epochs with lr steps at 8 and 11, drop path 0.2, batch 16
+# (8 GPUs x 2 images). Published: box AP 44.4, 40.8M params.
+# Needs the authors' ImageNet-1K checkpoint at checkpoints/crossformer-s.pth (links in the authors'
+# README, https://github.com/cheerss/CrossFormer); any layout the package reads works.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['swin_backbones'], allow_failed_imports=False)
+
+pretrained = 'checkpoints/crossformer-s.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='swin_backbones.CrossFormer',
+        arch='small',  # embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)
+        group_size=7,
+        crs_interval=(8, 4, 2, 1),
+        adaptive_interval=False,
+        drop_path_rate=0.2,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768], start_level=1, add_extra_convs='on_input', num_outs=5))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1)
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001))
+auto_scale_lr = dict(enable=False, base_batch_size=16)
