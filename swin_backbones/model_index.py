@@ -5,19 +5,23 @@ under ``swin_backbones/.mim/`` with the configs).
 The metafiles are the one record of what was published for each config: results, parameters, FLOPs, schedule,
 the authors' weights, with their sources. Two fields of each model's ``Metadata`` are this package's own numbers,
 ``Parameters`` and ``FLOPs``, :func:`swin_backbones.count_flops` of the config at ``Input Size (HxW)``:
-:func:`update_counts` rewrites them in place, and :func:`zoo_table` writes the README's model zoo table from the
-metafiles (``python tools/model_index.py --update`` / ``--table``).
+:func:`update_counts` rewrites them in place (``python tools/model_index.py``). Where the authors counted
+their published FLOPs for another grouping of the attention than their config file's, ``Published FLOPs Counted
+With`` holds the ``--cfg-options`` that give it (:func:`published_flops_options`).
 """
+import argparse
 import os.path as osp
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
+from mmengine.config import DictAction
 
 from .flops import Complexity, count_flops
 from .paths import _resource_dir
 
-__all__ = ['model_index_path', 'load_model_index', 'input_size', 'count_model', 'update_counts', 'zoo_table']
+__all__ = ['model_index_path', 'load_model_index', 'input_size', 'published_flops_options', 'count_model',
+           'update_counts']
 
 COUNTED_FIELDS = ('Parameters', 'FLOPs')
 
@@ -48,6 +52,17 @@ def input_size(model: dict) -> Tuple[int, int]:
     """(height, width) of a model entry's ``Input Size (HxW)``, written e.g. ``1280x800``."""
     height, width = str(model['Metadata']['Input Size (HxW)']).split('x')
     return int(height), int(width)
+
+
+def published_flops_options(model: dict) -> dict:
+    """The config overrides of ``Published FLOPs Counted With`` (``key=value ...`` as ``--cfg-options`` takes
+    them), or an empty dict."""
+    text = model['Metadata'].get('Published FLOPs Counted With')
+    if not text:
+        return {}
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(['--cfg-options', *text.split()]).cfg_options
 
 
 def count_model(model: dict, root: Optional[str] = None, cfg_options: Optional[dict] = None) -> Complexity:
@@ -105,38 +120,3 @@ def _rewrite_counts(text: str, counts: Dict[str, Complexity], metafile: str) -> 
 
 def _names_in(text: str) -> set:
     return set(re.findall(r'^\s*- Name: (\S+)\s*$', text, flags=re.MULTILINE))
-
-
-# --------------------------------------------------------------------------------------- README table
-_METRIC_TEXT = {'box AP': 'box', 'mask AP': 'mask', 'mIoU': 'mIoU', 'mIoU(ms+flip)': 'mIoU ms+flip'}
-
-
-def _results_text(model: dict) -> str:
-    metrics = {key: value for result in model.get('Results') or () for key, value in result['Metrics'].items()}
-    if not metrics:
-        return 'none published'
-    text = ' / '.join(f'{value} {_METRIC_TEXT.get(key, key)}' for key, value in metrics.items())
-    source = model.get('README')
-    return f'{text} ([source]({source}))' if source else text
-
-
-def _published_and_counted(published, counted: float, digits: int) -> str:
-    counted_text = f'{counted:.{digits}f}'
-    return f'{published} / {counted_text}' if published is not None else f'— / {counted_text}'
-
-
-def zoo_table(path: Optional[str] = None) -> str:
-    """The README's model zoo table (markdown) from the metafiles: every model with its published results and
-    their source, parameters (M) and FLOPs (G) as published and as counted, and the authors' weights."""
-    models = load_model_index(path)['Models']
-    rows = ["| config (`configs/`) | published results | params (M): published / built | "
-            "FLOPs (G): published / counted | authors' weights |",
-            '|---|---|---|---|---|']
-    for model in models:
-        metadata = model['Metadata']
-        weights = f"[download]({model['Weights']})" if model.get('Weights') else '—'
-        config = osp.relpath(model['Config'], 'configs')
-        params = _published_and_counted(metadata.get('Published Parameters (M)'), metadata['Parameters'] / 1e6, 3)
-        flops = _published_and_counted(metadata.get('Published FLOPs (G)'), metadata['FLOPs'] / 1e9, 1)
-        rows.append(f'| `{config}` | {_results_text(model)} | {params} | {flops} | {weights} |')
-    return '\n'.join(rows) + '\n'
