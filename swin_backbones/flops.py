@@ -37,6 +37,7 @@ import os.path as osp
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -216,21 +217,19 @@ def _detector_forward(model, image: torch.Tensor) -> None:
         model.rpn_head(features)
     rois = bbox2roi([_proposals(*image.shape[2:], image.device)])
     head = model.roi_head
-    if isinstance(head, CascadeRoIHead):
-        stages = range(head.num_stages)
-        run_bbox = [lambda rois, stage=stage: head._bbox_forward(stage, features, rois) for stage in stages]
-        run_mask = [lambda rois, stage=stage: head._mask_forward(stage, features, rois) for stage in stages]
+    if isinstance(head, CascadeRoIHead):  # every stage on the same boxes, as mmdet 2's forward_dummy
+        box_forwards = [partial(head._bbox_forward, stage) for stage in range(head.num_stages)]
+        mask_forwards = [partial(head._mask_forward, stage) for stage in range(head.num_stages)]
     elif isinstance(head, StandardRoIHead):
-        run_bbox = [lambda rois: head._bbox_forward(features, rois)]
-        run_mask = [lambda rois: head._mask_forward(features, rois)]
+        box_forwards, mask_forwards = [head._bbox_forward], [head._mask_forward]
     else:
         raise ValueError(f'count_flops runs the standard and cascade RoI heads, not {type(head).__name__}')
     if head.with_bbox:
-        for forward in run_bbox:
-            forward(rois)
+        for forward in box_forwards:
+            forward(features, rois)
     if head.with_mask:
-        for forward in run_mask:
-            forward(rois[:NUM_MASK_ROIS])
+        for forward in mask_forwards:
+            forward(features, rois[:NUM_MASK_ROIS])
 
 
 def _dummy_forward(model: nn.Module, image: torch.Tensor) -> None:

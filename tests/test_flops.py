@@ -134,19 +134,35 @@ def test_bad_shapes_are_refused():
 
 
 TOY_DETECTOR = 'toy/mask-rcnn_swin-toy_fpn_toy-coco'
+TOY_SHAPE = (64, 96)
 
 
-def test_detector_dummy_forward_counts_1000_boxes_and_100_masks():
-    # The toy Mask R-CNN: 64-channel RoI features, Shared2FC box head (fc 256), a 2-conv mask head, 3 classes.
-    result = count_flops(TOY_DETECTOR, shape=64)
-    boxes, masks = 1000, 100
-    box_head = boxes * (64 * 7 * 7 * 256 + 256 * 256 + 2 * 256 + 256 * 4 + 256 * 12)  # fc, fc, 2 ReLUs, cls, reg
-    mask_head = masks * (2 * (14 * 14 * 9 * 64 * 64 + 14 * 14 * 64 + 14 * 14 * 64)  # convs with bias, ReLUs
-                         + (14 * 14 * 4 * 64 * 64 + 28 * 28 * 64) + 28 * 28 * 64  # deconv (input positions), ReLU
-                         + 28 * 28 * 64 * 3 + 28 * 28 * 3)  # 1x1 conv_logits
-    assert result.parts['roi_head'][1] == box_head + mask_head
-    assert result.shape == (64, 64)
-    assert result.flops == sum(flops for _, flops in result.parts.values())
+@pytest.fixture(scope='module')
+def toy_detector():
+    return count_flops(TOY_DETECTOR, shape=TOY_SHAPE)
+
+
+def _mask_head(rois):
+    """The toy FCN mask head (2 convs, 64 channels, 3 classes) on 14 x 14 RoI features."""
+    return rois * (2 * (14 * 14 * 9 * 64 * 64 + 14 * 14 * 64 + 14 * 14 * 64)  # convs with bias, ReLUs
+                   + (14 * 14 * 4 * 64 * 64 + 28 * 28 * 64) + 28 * 28 * 64  # deconv (INPUT positions), ReLU
+                   + 28 * 28 * 64 * 3 + 28 * 28 * 3)  # 1x1 conv_logits
+
+
+def test_detector_dummy_forward_counts_1000_boxes_and_100_masks(toy_detector):
+    # The toy Mask R-CNN: 64-channel RoI features, Shared2FC box head (fc 256), 3 classes.
+    box_head = 1000 * (64 * 7 * 7 * 256 + 256 * 256 + 2 * 256 + 256 * 4 + 256 * 12)  # fc, fc, 2 ReLUs, cls, reg
+    assert toy_detector.parts['roi_head'][1] == box_head + _mask_head(100)
+    assert toy_detector.shape == TOY_SHAPE
+    assert toy_detector.flops == sum(flops for _, flops in toy_detector.parts.values())
+
+
+def test_cascade_runs_every_stage_on_the_same_boxes():
+    # Three stages of 4conv1fc box heads (64 channels, bias-free convs before SyncBN, which counts nothing; fc 128)
+    # on the 1000 boxes, and three mask heads on the first 100.
+    result = count_flops('toy/cascade-mask-rcnn_swin-toy_fpn_4conv1f-giou_toy-coco', shape=TOY_SHAPE)
+    box_head = 1000 * (4 * (7 * 7 * 9 * 64 * 64 + 7 * 7 * 64) + 64 * 7 * 7 * 128 + 128 + 128 * 4 + 128 * 12)
+    assert result.parts['roi_head'][1] == 3 * (box_head + _mask_head(100))
 
 
 def test_segmentor_dummy_forward_runs_the_decode_head_only():
@@ -156,12 +172,11 @@ def test_segmentor_dummy_forward_runs_the_decode_head_only():
     assert result.params == sum(params for params, _ in result.parts.values())
 
 
-def test_command_line(capsys):
-    assert flops_main([TOY_DETECTOR, '--shape', '64', '96']) == 0
+def test_command_line(capsys, toy_detector):
+    assert flops_main([TOY_DETECTOR, '--shape', *map(str, TOY_SHAPE)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    result = count_flops(TOY_DETECTOR, shape=(64, 96))
     assert lines[0] == 'input: 1 x 3 x 64 x 96 (height x width)'
-    assert lines[-1] == f'params {result.params / 1e6:.3f}M  FLOPs {result.flops / 1e9:.1f}G'
+    assert lines[-1] == f'params {toy_detector.params / 1e6:.3f}M  FLOPs {toy_detector.flops / 1e9:.1f}G'
     assert flops_main(['no-such-config']) == 1
     assert 'error: no config' in capsys.readouterr().err
     with pytest.raises(SystemExit):
