@@ -2,7 +2,8 @@
 
 A wheel carries the repository's configs/ and tools/ inside the package, the OpenMMLab way
 (``swin_backbones/.mim/configs`` and ``.mim/tools``, as mmdet and mmseg ship theirs), so an installed
-package is usable without its repository: ``swin_backbones.config_path(name)`` finds a config. They are
+package is usable without its repository: ``swin_backbones.config_path(name)`` finds a config. The model
+index (``model-index.yml`` and the configs' ``metafile.yml``) goes along, for ``mim search``. They are
 copied into the build directory when the wheel is built; the source tree keeps no copies.
 """
 import glob
@@ -15,10 +16,12 @@ from setuptools.command.build_py import build_py
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The command lines that work from an installed package; install.sh and run.sh set up a checkout.
 TOOLS = ('*.py', 'dist_train.sh', 'dist_test.sh')
+CONFIGS = ('*.py', 'metafile.yml')
 
 
 class BuildWithMimResources(build_py):
-    """build_py that also copies configs/**/*.py and the tools into swin_backbones/.mim/."""
+    """build_py that also copies the configs (with their metafiles), model-index.yml and the tools into
+    swin_backbones/.mim/."""
 
     def run(self):
         super().run()
@@ -27,8 +30,10 @@ class BuildWithMimResources(build_py):
         target = os.path.join(self.build_lib, 'swin_backbones', '.mim')
         if os.path.isdir(target):
             shutil.rmtree(target)
-        for source in sorted(glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)):
-            self._copy(source, os.path.join(target, os.path.relpath(source, ROOT)))
+        for pattern in CONFIGS:
+            for source in sorted(glob.glob(os.path.join(ROOT, 'configs', '**', pattern), recursive=True)):
+                self._copy(source, os.path.join(target, os.path.relpath(source, ROOT)))
+        self._copy(os.path.join(ROOT, 'model-index.yml'), os.path.join(target, 'model-index.yml'))
         for pattern in TOOLS:
             for source in sorted(glob.glob(os.path.join(ROOT, 'tools', pattern))):
                 self._copy(source, os.path.join(target, 'tools', os.path.basename(source)))

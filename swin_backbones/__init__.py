@@ -11,6 +11,7 @@ from .checkpoint import (CheckpointError, CheckpointMismatchError, safe_checkpoi
                          safe_loading_requested, use_safe_checkpoint_loading)
 from .convert import convert_checkpoint
 from .export import ExportError, check_onnx, export_onnx
+from .flops import Complexity, count_flops
 from .models import CrossFormer, SwinTransformer, SwinTransformerV2
 from .paths import config_path, list_configs, tool_path
 from .registry import MODELS
@@ -18,7 +19,8 @@ from .version import __version__
 
 __all__ = ['MODELS', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
            'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones', 'export_onnx',
-           'check_onnx', 'ExportError', 'config_path', 'list_configs', 'tool_path', 'use_safe_checkpoint_loading',
+           'check_onnx', 'ExportError', 'count_flops', 'Complexity', 'config_path', 'list_configs', 'tool_path',
+           'use_safe_checkpoint_loading',
            'safe_checkpoint_loading_enabled']
 
 if safe_loading_requested():

@@ -16,7 +16,7 @@ __all__ = ['config_path', 'list_configs', 'tool_path']
 _PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
 
 
-def _resource_dir(kind: str) -> str:
+def resource_dir(kind: str) -> str:
     """``.mim/<kind>`` of the installed package, else ``<kind>/`` of the source checkout it lives in."""
     installed = osp.join(_PACKAGE_DIR, '.mim', kind)
     if osp.isdir(installed):
@@ -30,7 +30,7 @@ def _resource_dir(kind: str) -> str:
 
 def list_configs() -> List[str]:
     """Every config, as a path relative to the configs folder (``swin/...``, ``toy/...``), without ``_base_``."""
-    root = _resource_dir('configs')
+    root = resource_dir('configs')
     found = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(name for name in subfolders if name != '_base_' and not name.startswith(('.', '_')))
@@ -41,7 +41,7 @@ def list_configs() -> List[str]:
 def config_path(name: str) -> str:
     """The absolute path of a config, given as a path relative to the configs folder or as its file name
     alone (``.py`` optional); a file name that is not unique or not found is an error listing candidates."""
-    root = _resource_dir('configs')
+    root = resource_dir('configs')
     relative = name if name.endswith('.py') else name + '.py'
     if '/' in relative or os.sep in relative:
         path = osp.join(root, relative)
@@ -61,7 +61,7 @@ def config_path(name: str) -> str:
 
 def tool_path(name: str) -> str:
     """The absolute path of a tool (``train.py``, ``test.py``, ``dist_train.sh``, ...)."""
-    path = osp.join(_resource_dir('tools'), name)
+    path = osp.join(resource_dir('tools'), name)
     if not osp.isfile(path):
         raise FileNotFoundError(f'no tool {name!r} in {osp.dirname(path)}')
     return path

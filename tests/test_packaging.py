@@ -3,14 +3,19 @@
 import configparser
 import glob
 import importlib
+import importlib.util
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import sysconfig
 import zipfile
+from pathlib import Path
+from typing import Dict, List, NamedTuple
 
 import pytest
+import yaml
 
 import swin_backbones
 
@@ -29,7 +34,8 @@ CONSOLE_SCRIPTS = _console_scripts()
 
 def test_console_scripts_are_named_alike():
     assert set(CONSOLE_SCRIPTS) == {'swin-backbones-convert', 'swin-backbones-extract', 'swin-backbones-visualize',
-                                    'swin-backbones-export-onnx', 'swin-backbones-make-toy-data'}
+                                    'swin-backbones-export-onnx', 'swin-backbones-make-toy-data',
+                                    'swin-backbones-flops'}
 
 
 @pytest.mark.parametrize('script', sorted(CONSOLE_SCRIPTS))
@@ -71,20 +77,24 @@ def _run(command, cwd, env=None, timeout=900):
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_installed_wheel_works_outside_the_repository(tmp_path):
+class InstalledWheel(NamedTuple):
+    names: List[str]  # the wheel's files
+    venv: Path
+    python: Path
+    site: str  # the fresh environment's site-packages, where the wheel went
+    outer: Dict[str, None]  # this environment's site-packages, seen from the fresh one after its own
+
+
+@pytest.fixture(scope='module')
+def installed_wheel(tmp_path_factory) -> InstalledWheel:
+    """The sdist, then the wheel built from it (so the sdist must carry configs/ and tools/), checked with twine
+    and installed (not editable) into a fresh virtual environment; no network."""
+    tmp_path = tmp_path_factory.mktemp('wheel')
     dist = tmp_path / 'dist'
-    # The sdist, then the wheel built from it (so the sdist must carry configs/ and tools/); no network.
     check(_run([sys.executable, '-m', 'build', '--no-isolation', '--outdir', dist, REPO], cwd=tmp_path))
     wheel, = dist.glob('swin_backbones-*.whl')
     check(_run([sys.executable, '-m', 'twine', 'check', '--strict', *sorted(dist.iterdir())], cwd=tmp_path))
     names = zipfile.ZipFile(wheel).namelist()
-    repo_configs = [osp.relpath(osp.join(folder, name), REPO) for folder, _, files in os.walk(osp.join(REPO, 'configs'))
-                    for name in files if name.endswith('.py')]
-    assert sorted(n.split('.mim/')[1] for n in names if '/.mim/configs/' in n) == sorted(repo_configs)
-    tools = {n.rsplit('/', 1)[1] for n in names if '/.mim/tools/' in n}
-    assert {'train.py', 'test.py', 'dist_train.sh', 'dist_test.sh', 'export_onnx.py', 'demo.py'} <= tools
-    assert not tools & {'install.sh', 'run.sh'}
 
     # A fresh environment that sees this one's packages (torch, mmcv, mmdet, ...) through a path entry after
     # its own: this environment's .pth files, the editable install of swin_backbones among them, are not run.
@@ -98,6 +108,19 @@ def test_installed_wheel_works_outside_the_repository(tmp_path):
     check(_run([sys.executable, '-m', 'pip', '--python', python, 'install', '--no-deps', '--no-index',
                 '--ignore-installed', wheel], cwd=tmp_path))
     assert not osp.exists(osp.join(site, 'torch')), 'a second torch'
+    return InstalledWheel(names, venv, python, site, outer)
+
+
+@pytest.mark.slow
+def test_installed_wheel_works_outside_the_repository(installed_wheel, tmp_path):
+    names, venv, python, site, outer = installed_wheel
+    repo_configs = [osp.relpath(osp.join(folder, name), REPO) for folder, _, files in os.walk(osp.join(REPO, 'configs'))
+                    for name in files if name.endswith('.py') or name == 'metafile.yml']
+    assert sorted(n.split('.mim/')[1] for n in names if '/.mim/configs/' in n) == sorted(repo_configs)
+    assert 'swin_backbones/.mim/model-index.yml' in names
+    tools = {n.rsplit('/', 1)[1] for n in names if '/.mim/tools/' in n}
+    assert {'train.py', 'test.py', 'dist_train.sh', 'dist_test.sh', 'export_onnx.py', 'demo.py'} <= tools
+    assert not tools & {'install.sh', 'run.sh'}
 
     outside = tmp_path / 'elsewhere'
     outside.mkdir()
@@ -120,3 +143,30 @@ def test_installed_wheel_works_outside_the_repository(tmp_path):
                      env=dict(TOY_DATA=str(outside / 'toy'))))
     assert train_iterations(log) == [1, 2]
     assert (outside / 'work' / 'iter_2.pth').is_file()
+
+
+@pytest.mark.slow
+def test_mim_searches_and_trains_the_installed_package(installed_wheel, tmp_path):
+    """openmim (from the package index: the test extra installs it) lists every model of the wheel's model index
+    and trains a toy config found by its name in the installed package, with the package's own train.py."""
+    assert importlib.util.find_spec('mim'), 'openmim is not installed: tools/install.sh installs it (the test extra)'
+    python, site = installed_wheel.python, installed_wheel.site
+    with open(osp.join(REPO, 'model-index.yml')) as f:
+        metafiles = yaml.safe_load(f)['Import']
+    names = []
+    for metafile in metafiles:
+        with open(osp.join(REPO, metafile)) as f:
+            names.extend(model['Name'] for model in yaml.safe_load(f)['Models'])
+    listed = check(_run([python, '-m', 'mim', 'search', 'swin_backbones'], cwd=tmp_path))
+    assert sorted(re.findall(r'^config id: (\S+)$', listed, flags=re.MULTILINE)) == sorted(names)
+    assert 'in_collection' not in listed and 'flops' in listed and 'weight' in listed
+
+    check(_run([python, '-m', 'swin_backbones.cli.toy_data', '--out', 'toy', '--num-train', '4', '--num-val', '2'],
+               cwd=tmp_path))
+    log = check(_run([python, '-m', 'mim', 'train', 'swin_backbones', 'upernet_swin-toy_toy-ade.py', '--work-dir',
+                      'work', '--cfg-options', *short_run_options(iters=2, val=False)], cwd=tmp_path,
+                     env=dict(TOY_DATA=str(tmp_path / 'toy'))))
+    installed_config = osp.join(site, 'swin_backbones', '.mim', 'configs', 'toy', 'upernet_swin-toy_toy-ade.py')
+    assert f'{osp.join(site, "swin_backbones", ".mim", "tools", "train.py")} {installed_config}' in log
+    assert train_iterations(log) == [1, 2]
+    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
