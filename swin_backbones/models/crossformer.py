@@ -272,8 +272,8 @@ class CrossFormer(PyramidBackbone):
         use_acl: the CrossFormer++ ACL layers (depthwise 3x3 conv + LayerNorm every third block).
         mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, act_cfg, norm_cfg:
             as in Swin.
-        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite: as in
-            :class:`SwinTransformer`.
+        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite,
+            allow_partial_loading: as in :class:`SwinTransformer`.
     """
 
     def __init__(self,
@@ -303,7 +303,8 @@ class CrossFormer(PyramidBackbone):
                  kernels: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg=None,
-                 check_finite: bool = False):
+                 check_finite: bool = False,
+                 allow_partial_loading: bool = False):
         settings = resolve_arch('CrossFormer', ARCH_SETTINGS, arch, 'small', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads, drop_path_rate=drop_path_rate, lda_type=lda_type,
                                 use_acl=use_acl)
@@ -321,7 +322,8 @@ class CrossFormer(PyramidBackbone):
                              f"got {settings['lda_type']!r}")
         if adaptive_interval and settings['lda_type'] != 'pp':
             raise ValueError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
-        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
+        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite,
+                         allow_partial_loading)
         self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
         self.group_size = group_size
         self.crs_interval = crs_interval

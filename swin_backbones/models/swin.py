@@ -295,8 +295,10 @@ class SwinTransformer(PyramidBackbone):
     Inputs of any size are padded internally, exactly as mmdet does.
 
     ``convert_weights`` is accepted for config compatibility: checkpoint layouts are detected
-    automatically whatever its value (the detected layout is logged). ``check_finite=True`` makes
-    every forward reject NaN or inf inputs (it costs a pass over the input).
+    automatically whatever its value (the detected layout is logged), by every loader, ``load_state_dict``
+    included. A load that would leave a weight unloaded is an error unless ``allow_partial_loading=True``
+    (see :mod:`swin_backbones.loading`). ``check_finite=True`` makes every forward reject NaN or inf inputs
+    (it costs a pass over the input).
 
     ``impl``: 'fast' (default) or 'plain' (the textbook operations). ``save_memory=True`` keeps less for
     backward in training (attention probabilities and MLP activations are recomputed). ``kernels``
@@ -332,7 +334,8 @@ class SwinTransformer(PyramidBackbone):
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
                  init_cfg=None,
-                 check_finite: bool = False):
+                 check_finite: bool = False,
+                 allow_partial_loading: bool = False):
         settings = resolve_arch('Swin', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads)
         embed_dims, depths, num_heads = settings['embed_dims'], settings['depths'], settings['num_heads']
@@ -345,7 +348,8 @@ class SwinTransformer(PyramidBackbone):
                              f'non-overlapping patch embedding and 2x2 patch merging; got {strides}')
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size must be a positive int, got {window_size!r}')
-        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite)
+        super().__init__(in_channels, num_stages, out_indices, frozen_stages, pretrained, init_cfg, check_finite,
+                         allow_partial_loading)
         self._set_structure(arch, impl, save_memory, kernels, embed_dims, depths, num_heads)
         self.window_size = window_size
         self.convert_weights = convert_weights
