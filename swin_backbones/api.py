@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .models.base import PyramidBackbone
-from .registry import MODELS
+from .registry import build_backbone_from_cfg
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -61,13 +61,20 @@ def create_backbone(name: str, checkpoint: Optional[str] = None, weights_only: b
     backbone_type, arch = _BACKBONES[name]
     init_cfg = dict(type='Pretrained', checkpoint=os.fspath(checkpoint), weights_only=weights_only) \
         if checkpoint is not None else None
-    backbone = MODELS.build(dict(type=backbone_type, arch=arch, init_cfg=init_cfg, **overrides))
+    backbone = build_backbone_from_cfg(dict(type=backbone_type, arch=arch, init_cfg=init_cfg, **overrides))
     backbone.init_weights()
     return backbone.eval()
 
 
 def _strides(backbone: PyramidBackbone) -> List[int]:
     return [4 * 2 ** index for index in backbone.out_indices]
+
+
+def read_image_file(path: Union[str, os.PathLike]) -> np.ndarray:
+    """The pixels of an image file as an (H, W, 3) uint8 RGB array; OSError if it cannot be read."""
+    from PIL import Image
+    with Image.open(path) as opened:
+        return np.asarray(opened.convert('RGB'))
 
 
 def load_image(image: ImageLike) -> torch.Tensor:
@@ -77,9 +84,7 @@ def load_image(image: ImageLike) -> torch.Tensor:
     or a (3, H, W) tensor (uint8 0-255, or float 0-1, the torchvision convention).
     """
     if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-        with Image.open(image) as opened:
-            image = np.asarray(opened.convert('RGB'))
+        image = read_image_file(image)
     elif type(image).__module__.startswith('PIL.'):
         image = np.asarray(image.convert('RGB'))
     if isinstance(image, np.ndarray):

@@ -29,7 +29,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 from .files import atomic_output
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights',
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights', 'backbone_weights',
            'extract_state_dict', 'unwrap_state_dict', 'whole_model_prefix', 'listed_keys',
            'SAFE_LOADING_ENV', 'safe_loading_requested', 'use_safe_checkpoint_loading',
            'safe_checkpoint_loading_enabled', 'load_from_local_safely', 'publish_checkpoint']
@@ -155,10 +155,15 @@ _WHOLE_MODEL_KINDS = (
 
 def read_backbone_weights(path: str, prefix: Optional[str] = None,
                           weights_only: bool = True) -> Tuple[Dict[str, torch.Tensor], str]:
-    """The backbone's tensors in a checkpoint file (see :func:`extract_state_dict`) and, for messages, where
-    they came from: 'a backbone checkpoint', 'the backbone of a detector checkpoint' (or segmentor, or
+    """The backbone's tensors in a checkpoint file and where they came from: see :func:`backbone_weights`."""
+    return backbone_weights(unwrap_state_dict(read_checkpoint(path, weights_only=weights_only)), prefix)
+
+
+def backbone_weights(whole: Dict[str, torch.Tensor],
+                     prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The backbone's tensors in an unwrapped state dict (see :func:`extract_state_dict`) and, for messages,
+    where they came from: 'a backbone checkpoint', 'the backbone of a detector checkpoint' (or segmentor, or
     mmpretrain classifier), or 'the keys under PREFIX'."""
-    whole = unwrap_state_dict(read_checkpoint(path, weights_only=weights_only))
     if prefix is not None:
         return extract_state_dict(whole, prefix=prefix), f'the keys under {prefix!r}'
     if not whole_model_prefix(whole):

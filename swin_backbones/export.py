@@ -29,6 +29,7 @@ from .files import atomic_output
 from .models import BACKBONES
 from .models.base import PyramidBackbone
 from .models.crossformer import CrossFormer
+from .registry import build_backbone_from_cfg
 
 __all__ = ['EXPORTERS', 'ExportError', 'export_onnx', 'check_onnx', 'build_backbone', 'minimum_input_size',
            'default_sample_size', 'check_sizes', 'output_names']
@@ -96,7 +97,6 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
         raise ExportError(f'config file {spec} does not exist')
     from mmengine.config import Config
 
-    from .registry import MODELS
     cfg = Config.fromfile(spec)
     backbone_cfg = cfg.get('model', {}).get('backbone') if isinstance(cfg.get('model'), dict) else None
     if not backbone_cfg:
@@ -111,7 +111,7 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
     backbone_cfg['init_cfg'] = (dict(type='Pretrained', checkpoint=os.fspath(checkpoint))
                                 if checkpoint is not None else None)
     backbone_cfg.update(overrides, type=backbone_type)
-    backbone = MODELS.build(backbone_cfg)
+    backbone = build_backbone_from_cfg(backbone_cfg)
     backbone.init_weights()
     return backbone.eval()
 

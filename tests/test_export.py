@@ -173,10 +173,10 @@ def test_cli_exports_a_config_and_checks_it(tmp_path, capsys):
     assert os.stat(output).st_mode == os.stat(tmp_path / 'plain').st_mode  # not mkstemp's 0600
 
     mtime = os.stat(output).st_mtime_ns
-    assert export_cli.main([config, output]) == 1
+    assert export_cli.main([config, output]) == 2
     assert 'exists; pass --force' in capsys.readouterr().err
     assert os.stat(output).st_mtime_ns == mtime
-    assert export_cli.main([config, output, '--force', '--sample-size', '200x300']) == 1
+    assert export_cli.main([config, output, '--force', '--sample-size', '200x300']) == 2
     assert 'at least 225 x 225' in capsys.readouterr().err
     assert os.stat(output).st_mtime_ns == mtime
 
@@ -184,17 +184,17 @@ def test_cli_exports_a_config_and_checks_it(tmp_path, capsys):
 def test_cli_writes_nothing_when_the_check_fails(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export_cli, 'check_onnx', lambda path, backbone, sizes: [((64, 64), [0.5] * 4)])
     output = tmp_path / 'swin.onnx'
-    assert export_cli.main([TOY_CONFIGS[('seg', 'swin')], str(output), '--check']) == 1
+    assert export_cli.main([TOY_CONFIGS[('seg', 'swin')], str(output), '--check']) == 2
     assert 'exceeds the tolerance' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 
 def test_cli_rejects_unknown_backbones_and_configs(tmp_path, capsys):
-    assert export_cli.main(['swin-xxl', str(tmp_path / 'a.onnx')]) == 1
+    assert export_cli.main(['swin-xxl', str(tmp_path / 'a.onnx')]) == 2
     assert 'unknown backbone' in capsys.readouterr().err
-    assert export_cli.main([str(tmp_path / 'missing.py'), str(tmp_path / 'a.onnx')]) == 1
+    assert export_cli.main([str(tmp_path / 'missing.py'), str(tmp_path / 'a.onnx')]) == 2
     assert 'does not exist' in capsys.readouterr().err
-    assert export_cli.main(['swin-t', str(tmp_path / 'a.onnx'), '--set', 'window_size=-1']) == 1
+    assert export_cli.main(['swin-t', str(tmp_path / 'a.onnx'), '--set', 'window_size=-1']) == 2
     assert 'window_size' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 

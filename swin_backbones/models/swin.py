@@ -531,13 +531,55 @@ def from_openmmlab_key(key: str) -> str:
     return key
 
 
+def to_openmmlab_key(key: str) -> str:
+    """The inverse of :func:`from_openmmlab_key`."""
+    key = 'stages.' + key[len('layers.'):] if key.startswith('layers.') else key
+    for old, new in reversed(_MMDET_RENAMES):
+        key = key.replace(new, old)
+    return key
+
+
+def convert_swin_to_mmdet(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """This package's Swin state dict -> the keys of mmdet's (and mmseg's) ``SwinTransformer``, with the
+    ``relative_position_index`` buffers their state dicts hold, so that their strict load takes it."""
+    converted = {}
+    for key, value in state_dict.items():
+        if '.downsample.' in key:
+            value = _neighbour_to_unfold_order(value, key)
+        converted[to_openmmlab_key(key)] = value
+        if key.endswith('.attn.relative_position_bias_table'):
+            window = (round(value.shape[0] ** 0.5) + 1) // 2
+            index_key = key.replace('relative_position_bias_table', 'relative_position_index')
+            converted[to_openmmlab_key(index_key)] = relative_position_index(window, window)
+    return converted
+
+
+# mmdet's merging concatenates nn.Unfold output: channel-major over the row-major 2x2 taps. Ours concatenates
+# whole neighbours in the order (0,0), (1,0), (0,1), (1,1): the row-major tap of each. The permutation is its
+# own inverse, so it maps taps to neighbours as well.
+_NEIGHBOUR_TAPS = [0, 2, 1, 3]
+
+
 def _unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:
-    """mmdet's merging concatenates nn.Unfold output (channel-major over the row-major 2x2 taps);
-    ours concatenates whole neighbours in the order (0,0), (1,0), (0,1), (1,1)."""
-    taps = [0, 2, 1, 3]  # row-major tap index of each neighbour in our order
+    """A merging weight of mmdet's layout (4C axis in unfold order) -> ours (in neighbour order)."""
+    return _reorder_merging_axis(value, key, from_unfold=True)
+
+
+def _neighbour_to_unfold_order(value: torch.Tensor, key: str) -> torch.Tensor:
+    """The inverse of :func:`_unfold_to_neighbour_order`."""
+    return _reorder_merging_axis(value, key, from_unfold=False)
+
+
+def _reorder_merging_axis(value: torch.Tensor, key: str, from_unfold: bool) -> torch.Tensor:
     if key.endswith('reduction.weight'):
-        out_dim, in_dim = value.shape
-        return value.reshape(out_dim, in_dim // 4, 4)[:, :, taps].transpose(1, 2).reshape(out_dim, in_dim)
-    if key.endswith(('norm.weight', 'norm.bias')):
-        return value.reshape(-1, 4)[:, taps].transpose(0, 1).reshape(-1)
-    raise CheckpointError(f'unexpected patch merging key {key!r} in an mmdet/mmseg Swin checkpoint')
+        rows = value.shape[0]
+    elif key.endswith(('norm.weight', 'norm.bias')):
+        rows = 1
+    else:
+        raise CheckpointError(f'unexpected patch merging key {key!r} in a Swin checkpoint')
+    channels = value.shape[-1] // 4
+    if from_unfold:  # (rows, C, tap) -> (rows, neighbour, C)
+        grouped = value.reshape(rows, channels, 4)[:, :, _NEIGHBOUR_TAPS].transpose(1, 2)
+    else:  # (rows, neighbour, C) -> (rows, C, tap)
+        grouped = value.reshape(rows, 4, channels)[:, _NEIGHBOUR_TAPS].transpose(1, 2)
+    return grouped.reshape(value.shape).contiguous()
