@@ -138,8 +138,12 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
         return ((row // window) * windows_per_row + col // window) * window_len + (row % window) * window + col % window
 
     def for_each_image(index, stride):  # -> B * numel: the index for every image of the batch, image after image
-        index = index.flatten()
-        return (torch.arange(batch, device=device).unsqueeze(1) * stride + index).flatten()
+        index = (torch.arange(batch, device=device).unsqueeze(1) * stride + index.flatten()).flatten()
+        # No position is negative, but inductor's bound analysis cannot see that through the wrap-around
+        # arithmetic, and torch 2.13's inductor fails on possibly negative indices into a dimension of
+        # static size (InductorError in index_select: a stage of one window at batch 1, recompiled for a
+        # second size). The clamp changes no value and makes the bound evident.
+        return index.clamp_min(0)
 
     # Shifted windows cut the map rolled by (-shift, -shift): position (row, col) holds the token of
     # (row + shift, col + shift), and that token's own (row, col) moves to (row - shift, col - shift).
