@@ -186,7 +186,9 @@ def test_mmdet_test_py_with_a_checkpoint_of_mmdets_own_swin(tmp_path):
             predictions[name] = pickle.load(file)
     assert "SwinTransformer at 'backbone': loaded the state dict under 'backbone.' (mmdet layout" in logs['ours']
     assert metrics_in(logs['theirs']) and metrics_in(logs['ours']) == metrics_in(logs['theirs'])
+    print('\nmetrics with either Swin:', metrics_in(logs['ours']))
     assert len(predictions['ours']) == len(predictions['theirs']) == 8
+    assert sum(len(prediction['pred_instances']['scores']) for prediction in predictions['theirs']) > 0
     for mine, reference in zip(predictions['ours'], predictions['theirs']):
         mine, reference = mine['pred_instances'], reference['pred_instances']
         assert torch.equal(mine['labels'], reference['labels'])
