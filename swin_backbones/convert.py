@@ -33,14 +33,16 @@ class Conversion:
     def describe(self) -> str:
         dropped = self.tensors_in - self.tensors_out
         lines = [f'{self.source}: {self.origin}, {self.backbone} in the {self.source_layout} layout',
-                 f'  wrote {self.tensors_out} backbone tensors in the {self.target_layout} layout to {self.destination}']
+                 f'  wrote {self.tensors_out} backbone tensors in the {self.target_layout} layout to '
+                 f'{self.destination}']
         if self.other_tensors:
             lines.append(f'  and the {self.other_tensors} tensors of the other parts of the model, unchanged')
         if dropped > 0:
             lines.append(f'  dropped {dropped} tensors not used by the backbone (classifier head, final norm, '
                          'derived index, mask and coordinate buffers)')
         elif dropped < 0:
-            lines.append(f'  added {-dropped} derived relative_position_index buffers, which mmdet keeps in its state dict')
+            lines.append(f'  added {-dropped} derived relative_position_index buffers, which mmdet keeps in its '
+                         'state dict')
         return '\n'.join(lines)
 
 

@@ -92,7 +92,7 @@ def fit_state_dict(backbone, weights: Dict[str, torch.Tensor], source: str, orig
     non-finite values. With ``backbone.allow_partial_loading``, what does not fit is logged and passed on.
     """
     target = type(backbone).__name__ + (f' at {prefix[:-1]!r}' if prefix else '')
-    partial = bool(getattr(backbone, 'allow_partial_loading', False))
+    partial = backbone.allow_partial_loading
     if not weights:
         message = (f'{source} has no weights for {target}, so none of them would be loaded. A checkpoint of the '
                    "backbone alone (an ImageNet release, say) goes in model.backbone.init_cfg=dict(type='Pretrained', "
@@ -105,7 +105,8 @@ def fit_state_dict(backbone, weights: Dict[str, torch.Tensor], source: str, orig
     backbone._check_checkpoint(weights, source)
     converted, layout = backbone.convert_state_dict(weights)
     converted = backbone.adapt_state_dict(converted)
-    described = f'{source} ({origin + ", " if origin else ""}{layout} layout)'
+    found = f'{origin + ", " if origin else ""}{layout} layout'
+    described = f'{source} ({found})'
     own = backbone.state_dict()
     may_be_missing = set(backbone._keys_not_in_pretraining())
     report = _mismatch_report(own, converted, may_be_missing)
@@ -115,12 +116,13 @@ def fit_state_dict(backbone, weights: Dict[str, torch.Tensor], source: str, orig
                                           + f'{described} does not fit {target}:\n' + report)
         print_log(f'{described} does not fit {target} (allow_partial_loading=True: what fits is loaded, the rest '
                   f'is left to the loader):\n{report}', logger='current', level=logging.WARNING)
-    non_finite = [key for key, value in converted.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    non_finite = [key for key, value in converted.items()
+                  if value.is_floating_point() and not torch.isfinite(value).all()]
     if non_finite:
         raise CheckpointError(f'{described} has non-finite values (NaN or inf) in {listed_keys(non_finite)}')
     left_as_they_are = [key for key in own if key in may_be_missing and key not in converted]
     converted.update((key, own[key]) for key in left_as_they_are)
-    message = f'{target}: loaded {source} ({origin + ", " if origin else ""}{layout} layout, {len(weights)} tensors)'
+    message = f'{target}: loaded {source} ({found}, {len(weights)} tensors)'
     if left_as_they_are:
         message += f'; not in the checkpoint, left at their current values: {", ".join(left_as_they_are)}'
     print_log(message, logger='current', level=logging.INFO)

@@ -265,7 +265,8 @@ def toy_swin_weights(tmp_path_factory):
     """A checkpoint of the toy Swin, which fits none of the full-size backbones."""
     from swin_backbones.registry import build_backbone_from_cfg
     path = str(tmp_path_factory.mktemp('toy') / 'toy_swin.pth')
-    torch.save(build_backbone_from_cfg(load('toy/mask-rcnn_swin-toy_fpn_toy-coco.py').model.backbone).state_dict(), path)
+    toy = build_backbone_from_cfg(load('toy/mask-rcnn_swin-toy_fpn_toy-coco.py').model.backbone)
+    torch.save(toy.state_dict(), path)
     return path
 
 

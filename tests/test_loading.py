@@ -86,7 +86,8 @@ def test_every_loader_gives_the_reference_weights(name, tmp_path):
                  for loader in ('load_checkpoint', 'load_state_dict', 'init_cfg')}
     weights = {loader: backbone.state_dict() for loader, backbone in backbones.items()}
     for key, value in weights['init_cfg'].items():
-        assert torch.equal(weights['load_checkpoint'][key], value) and torch.equal(weights['load_state_dict'][key], value)
+        assert torch.equal(weights['load_checkpoint'][key], value)
+        assert torch.equal(weights['load_state_dict'][key], value)
     with torch.no_grad():
         assert_close(backbones['load_checkpoint'](image()), reference(image()))
 
@@ -162,7 +163,8 @@ def test_no_backbone_weights_at_all_is_an_error(tmp_path):
     reference, backbone_type, kwargs = mmdet_swin()
     torch.save({'state_dict': reference.state_dict()}, tmp_path / 'backbone_only.pth')
     with pytest.raises(CheckpointMismatchError, match=r"the state dict under 'backbone\.' has no weights for "
-                                                      r"SwinTransformer at 'backbone'.*init_cfg=dict\(type='Pretrained'"):
+                                                      r"SwinTransformer at 'backbone'.*"
+                                                      r"init_cfg=dict\(type='Pretrained'"):
         load_checkpoint(WholeModel(backbone_type(**kwargs)), str(tmp_path / 'backbone_only.pth'))
 
 

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
             for name, pyramid in zip(readable, extract_features(backbone, pixels, batch_size=args.batch_size)):
                 save_atomically(pyramid, output_path(args.output, name, args.format), args.format)
             progress.update(len(chunk))
-    print(f'extracted {len(todo) - skipped} images' + (f', skipped {skipped} that could not be read' if skipped else ''))
+    print(f'extracted {len(todo) - skipped} images'
+          + (f', skipped {skipped} that could not be read' if skipped else ''))
     return 0
 
 
