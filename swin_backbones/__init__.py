@@ -15,7 +15,7 @@ from .flops import Complexity, count_flops
 from .models import CrossFormer, SwinTransformer, SwinTransformerV2
 from .paths import config_path, list_configs, tool_path
 from .registry import MODELS
-from .version import __version__
+from .version import __version__  # noqa: F401
 
 __all__ = ['MODELS', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
            'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones', 'export_onnx',

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Type, U
 import numpy as np
 import torch
 
-from .models.base import PyramidBackbone, registered_backbones
+from .models.base import PyramidBackbone
+from .registry import registered_backbones
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -56,6 +57,13 @@ def _strides(backbone: PyramidBackbone) -> List[int]:
     return [4 * 2 ** index for index in backbone.out_indices]
 
 
+def read_image_file(path: Union[str, os.PathLike]) -> np.ndarray:
+    """The pixels of an image file as an (H, W, 3) uint8 RGB array; OSError if it cannot be read."""
+    from PIL import Image
+    with Image.open(path) as opened:
+        return np.asarray(opened.convert('RGB'))
+
+
 def load_image(image: ImageLike) -> torch.Tensor:
     """An image as a float (3, H, W) tensor of 0-255 pixel values.
 
@@ -63,9 +71,7 @@ def load_image(image: ImageLike) -> torch.Tensor:
     or a (3, H, W) tensor (uint8 0-255, or float 0-1, the torchvision convention).
     """
     if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-        with Image.open(image) as opened:
-            image = np.asarray(opened.convert('RGB'))
+        image = read_image_file(image)
     elif type(image).__module__.startswith('PIL.'):
         image = np.asarray(image.convert('RGB'))
     if isinstance(image, np.ndarray):

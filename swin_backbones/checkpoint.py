@@ -29,8 +29,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 from .files import atomic_output
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights',
-           'extract_state_dict', 'unwrap_state_dict', 'whole_model_prefix', 'load_state_dict_exactly',
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights', 'backbone_weights',
+           'extract_state_dict', 'unwrap_state_dict', 'whole_model_prefix', 'listed_keys',
            'SAFE_LOADING_ENV', 'safe_loading_requested', 'use_safe_checkpoint_loading',
            'safe_checkpoint_loading_enabled', 'load_from_local_safely', 'publish_checkpoint']
 
@@ -155,10 +155,15 @@ _WHOLE_MODEL_KINDS = (
 
 def read_backbone_weights(path: str, prefix: Optional[str] = None,
                           weights_only: bool = True) -> Tuple[Dict[str, torch.Tensor], str]:
-    """The backbone's tensors in a checkpoint file (see :func:`extract_state_dict`) and, for messages, where
-    they came from: 'a backbone checkpoint', 'the backbone of a detector checkpoint' (or segmentor, or
+    """The backbone's tensors in a checkpoint file and where they came from: see :func:`backbone_weights`."""
+    return backbone_weights(unwrap_state_dict(read_checkpoint(path, weights_only=weights_only)), prefix)
+
+
+def backbone_weights(whole: Dict[str, torch.Tensor],
+                     prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The backbone's tensors in an unwrapped state dict (see :func:`extract_state_dict`) and, for messages,
+    where they came from: 'a backbone checkpoint', 'the backbone of a detector checkpoint' (or segmentor, or
     mmpretrain classifier), or 'the keys under PREFIX'."""
-    whole = unwrap_state_dict(read_checkpoint(path, weights_only=weights_only))
     if prefix is not None:
         return extract_state_dict(whole, prefix=prefix), f'the keys under {prefix!r}'
     if not whole_model_prefix(whole):
@@ -197,7 +202,7 @@ def unwrap_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
                               f'names to tensors, possibly under "state_dict" or "model"), got {type(state).__name__}')
     non_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if non_tensors:
-        raise CheckpointError(f'the checkpoint state dict has non-tensor entries: {_listed(non_tensors)}')
+        raise CheckpointError(f'the checkpoint state dict has non-tensor entries: {listed_keys(non_tensors)}')
     return {_strip(key, 'module.'): value for key, value in state.items()}
 
 
@@ -210,41 +215,12 @@ def _strip(key: str, prefix: str) -> str:
     return key[len(prefix):] if key.startswith(prefix) else key
 
 
-def _listed(keys: Iterable[str]) -> str:
+def listed_keys(keys: Iterable[str]) -> str:
+    """The first keys of a list, and how many more, for messages."""
     keys = list(keys)
     shown = ', '.join(keys[:_MAX_LISTED_KEYS])
     more = len(keys) - _MAX_LISTED_KEYS
     return shown + (f' ... and {more} more' if more > 0 else '')
-
-
-def load_state_dict_exactly(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str,
-                            may_be_missing: Iterable[str] = ()) -> Tuple[str, ...]:
-    """Loads ``state_dict`` only if it covers the module's parameters and buffers with the right shapes.
-
-    ``may_be_missing`` names keys that the checkpoint may lack (layers added on top of a classifier,
-    such as the output norms); they keep their initial values and are returned.
-    """
-    own = module.state_dict()
-    may_be_missing = set(may_be_missing)
-    missing = [key for key in own if key not in state_dict and key not in may_be_missing]
-    unexpected = [key for key in state_dict if key not in own]
-    mismatched = [f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}'
-                  for key, value in state_dict.items() if key in own and value.shape != own[key].shape]
-    if missing or unexpected or mismatched:
-        lines = [f'{source} does not fit {type(module).__name__}:']
-        if missing:
-            lines.append(f'  missing keys ({len(missing)}): {_listed(missing)}')
-        if unexpected:
-            lines.append(f'  unexpected keys ({len(unexpected)}): {_listed(unexpected)}')
-        if mismatched:
-            lines.append(f'  shape mismatches ({len(mismatched)}): {_listed(mismatched)}')
-        raise CheckpointMismatchError('\n'.join(lines))
-    non_finite = [key for key, value in state_dict.items()
-                  if value.is_floating_point() and not torch.isfinite(value).all()]
-    if non_finite:
-        raise CheckpointError(f'{source} has non-finite values (NaN or inf) in {_listed(non_finite)}')
-    module.load_state_dict(state_dict, strict=False)
-    return tuple(key for key in own if key not in state_dict)
 
 
 # ------------------------------------------------------------------------ mmengine's local loader

@@ -26,8 +26,8 @@ import torch.nn as nn
 
 from .api import create_backbone, list_backbones
 from .files import atomic_output
-from .models.base import PyramidBackbone, registered_backbones
-from .registry import MODELS
+from .models.base import PyramidBackbone
+from .registry import build_backbone_from_cfg, registered_backbones
 from .version import __version__
 
 __all__ = ['EXPORTERS', 'ExportError', 'export_onnx', 'check_onnx', 'build_backbone', 'minimum_input_size',
@@ -103,7 +103,7 @@ def build_backbone(spec: str, checkpoint: Optional[str] = None, overrides: Optio
     backbone_cfg['init_cfg'] = (dict(type='Pretrained', checkpoint=os.fspath(checkpoint))
                                 if checkpoint is not None else None)
     backbone_cfg.update(overrides, type=backbone_type)
-    backbone = MODELS.build(backbone_cfg)
+    backbone = build_backbone_from_cfg(backbone_cfg)
     backbone.init_weights()
     return backbone.eval()
 

@@ -8,3 +8,18 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='swin_backbones', locations=['swin_backbones.models'])
+
+
+def registered_backbones() -> list:
+    """The package's backbones (all its registered classes), in the order they were registered."""
+    return list(MODELS.module_dict.values())
+
+
+def build_backbone_from_cfg(cfg: dict):
+    """``MODELS.build(cfg)`` with this package's class of the name in ``cfg['type']`` (bare or scoped), whatever
+    default scope is set: a bare name is looked up in the default scope's registry first, and mmdet's and
+    mmseg's have a SwinTransformer of their own (any DetInferencer, MMSegInferencer, runner or
+    ``register_all_modules()`` sets their scope)."""
+    cfg = dict(cfg)
+    cfg['type'] = f"{MODELS.scope}.{str(cfg['type']).rsplit('.', 1)[-1]}"
+    return MODELS.build(cfg)

@@ -1,4 +1,5 @@
 """The plain-Python API: backbones by name, feature pyramids of images, the extraction and picture tools."""
+import importlib
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from swin_backbones import SwinTransformer, SwinTransformerV2
+from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 from swin_backbones.api import create_backbone, extract_features, list_backbones, load_image
 from swin_backbones.visualization import principal_components_rgb
 
@@ -43,6 +44,31 @@ def test_names_and_overrides():
         create_backbone('swin-xl')
     with pytest.raises(ValueError, match='checkpoint=PATH'):
         create_backbone('swin-t', init_cfg=dict(type='Pretrained', checkpoint='x'))
+
+
+@pytest.mark.parametrize('scope', [None, 'mmdet', 'mmseg'])
+def test_this_packages_classes_under_any_default_scope(scope, tmp_path, capsys):
+    """mmdet's and mmseg's registries, which a runner, an inferencer or register_all_modules() make the
+    default, have a SwinTransformer of their own and none of the others."""
+    import contextlib
+
+    from mmengine.registry import DefaultScope
+
+    from swin_backbones.cli import extract as extract_cli
+    from swin_backbones.export import build_backbone
+    from .toy_helpers import TOY_CONFIGS
+    if scope is not None:
+        importlib.import_module(f'{scope}.registry')
+    with DefaultScope.overwrite_default_scope(scope) if scope else contextlib.nullcontext():
+        assert (DefaultScope.get_current_instance() is not None) == (scope is not None)
+        with torch.device('meta'):  # the classes are the point: no need for real weights
+            for name, backbone_type in (('swin-t', SwinTransformer), ('swinv2-t', SwinTransformerV2),
+                                        ('crossformer-t', CrossFormer)):
+                assert type(create_backbone(name)) is backbone_type
+            assert type(build_backbone(TOY_CONFIGS['det', 'swinv2'])) is SwinTransformerV2
+        Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(tmp_path / 'x.png')
+        assert extract_cli.main([str(tmp_path), str(tmp_path / 'out'), '--backbone', 'crossformer-t']) == 0
+        assert (tmp_path / 'out' / 'x.png.npz').is_file()
 
 
 def test_swinv2_names_windows_and_features(tmp_path):
@@ -136,13 +162,13 @@ def test_extract_features_tool_is_resumable(tmp_path):
                '--backbone', 'swin-t', '--batch-size', '2']
     first = subprocess.run(command, capture_output=True, text=True, check=True)
     assert '3 images, 0 already done, 3 to extract' in first.stdout
-    saved = np.load(out / 'sub' / 'b.npz')
+    saved = np.load(out / 'sub' / 'b.jpg.npz')
     assert {k: saved[k].shape for k in saved} == {'stride4': (96, 9, 12), 'stride8': (192, 5, 6),
                                                   'stride16': (384, 3, 3), 'stride32': (768, 2, 2)}
-    (out / 'c.npz').unlink()
+    (out / 'c.png.npz').unlink()
     second = subprocess.run(command + ['--format', 'npz'], capture_output=True, text=True, check=True)
     assert '3 images, 2 already done, 1 to extract' in second.stdout
-    assert sorted(p.name for p in out.rglob('*') if p.is_file()) == ['a.npz', 'b.npz', 'c.npz']
+    assert sorted(p.name for p in out.rglob('*') if p.is_file()) == ['a.png.npz', 'b.jpg.npz', 'c.png.npz']
 
 
 def test_visualize_tool_writes_a_picture(tmp_path):

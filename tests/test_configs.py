@@ -1,13 +1,14 @@
 """The configs under configs/: they load through mmdet's/mmseg's base configs, build, reproduce the
 published parameter counts, and exempt from weight decay what they say. The published training recipes
 themselves are checked field by field against the authors' files in test_recipes.py."""
+import argparse
 import glob
 import os.path as osp
 import re
 
 import pytest
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 
 from .config_helpers import CONFIGS, build, build_on_meta, count_parameters, load, load_cached, read_config
@@ -280,7 +281,7 @@ def test_crossformer_detection_and_fpn_decay_everything(name):
 @pytest.mark.parametrize('name', TOY, ids=_ids(TOY))
 def test_toy_config_builds_and_runs(name):
     cfg = load(name)
-    assert cfg.model.backbone.init_cfg is None
+    assert cfg.model.backbone.get('init_cfg') is None  # trained from scratch
     model = build(cfg).eval()
     assert count_parameters(model) < 5e6
     with torch.no_grad():
@@ -290,3 +291,50 @@ def test_toy_config_builds_and_runs(name):
     else:
         expected = [64] * 5
     assert [f.shape[1] for f in feats] == expected
+
+
+# ----------------------------------------------------------------------- --cfg-options on every config
+def cfg_options(*options: str) -> dict:
+    """``--cfg-options`` parsed as mmengine's, mmdet's and mmseg's tools parse it."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(['--cfg-options', *options]).cfg_options
+
+
+@pytest.fixture(scope='module')
+def toy_swin_weights(tmp_path_factory):
+    """A checkpoint of the toy Swin, which fits none of the full-size backbones."""
+    from swin_backbones.registry import build_backbone_from_cfg
+    path = str(tmp_path_factory.mktemp('toy') / 'toy_swin.pth')
+    toy = build_backbone_from_cfg(load('toy/mask-rcnn_swin-toy_fpn_toy-coco.py').model.backbone)
+    torch.save(toy.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize('name', [pytest.param(osp.relpath(p, CONFIGS), id=osp.relpath(p, CONFIGS))
+                                  for p in sorted(glob.glob(osp.join(CONFIGS, '*', '*.py')))])
+def test_pretrained_weights_from_the_command_line(name, tmp_path, toy_swin_weights):
+    """``--cfg-options model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=X`` reaches
+    the loader with X. The toy backbones load X; the full-size ones are built on the meta device (no
+    memory, no time) and given the toy Swin's weights, which must fail to fit, naming X."""
+    from swin_backbones import CheckpointMismatchError
+    from swin_backbones.registry import build_backbone_from_cfg
+    toy = name.startswith('toy/')
+    checkpoint = str(tmp_path / 'weights.pth') if toy else toy_swin_weights
+    cfg = read_config(name)
+    cfg.merge_from_dict(cfg_options('model.backbone.init_cfg.type=Pretrained',
+                                    f'model.backbone.init_cfg.checkpoint={checkpoint}'))
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=checkpoint)
+    if not toy:
+        with torch.device('meta'):
+            backbone = build_backbone_from_cfg(cfg.model.backbone)
+        with pytest.raises(CheckpointMismatchError, match=f'checkpoint {checkpoint}'):
+            backbone.init_weights()
+        return
+    source = build_backbone_from_cfg(dict(cfg.model.backbone, init_cfg=None))
+    torch.save({'state_dict': {key: torch.randn_like(value) for key, value in source.state_dict().items()}},
+               checkpoint)
+    backbone = build_backbone_from_cfg(cfg.model.backbone)
+    backbone.init_weights()
+    expected = torch.load(checkpoint, weights_only=True)['state_dict']
+    assert all(torch.equal(value, expected[key]) for key, value in backbone.state_dict().items())

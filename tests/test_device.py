@@ -46,10 +46,8 @@ INPUT_GRAD_REL = {'swinv2': 3e-5}
 AUTOCAST_ERROR_RATIO = 3.0
 AUTOCAST_FLOOR = {'fp16': 4 * 2 ** -11, 'bf16': 4 * 2 ** -8}
 AUTOCAST_MAX_ERROR = {'fp16': 0.05, 'bf16': 0.2}
-# Swin V2 under fp16 autocast: the qkv weight gradients are NaN for every input that needs padding, on both
-# paths. A padded token's key is 0 (V2 has no key bias), the gradient of normalising a zero vector is 1/eps
-# (16384 with fp16's eps) times the upstream gradient, which overflows fp16 to inf, and the weight gradient
-# multiplies that by the token's zero input.
+
+
 def pytest_generate_tests(metafunc):
     if 'shape' in metafunc.fixturenames:
         device = metafunc.config.getoption('device').split(':')[0]

@@ -177,7 +177,7 @@ def test_command_line(capsys, toy_detector):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == 'input: 1 x 3 x 64 x 96 (height x width)'
     assert lines[-1] == f'params {toy_detector.params / 1e6:.3f}M  FLOPs {toy_detector.flops / 1e9:.1f}G'
-    assert flops_main(['no-such-config']) == 1
+    assert flops_main(['no-such-config']) == 2
     assert 'error: no config' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         flops_main([TOY_DETECTOR, '--shape', '1', '2', '3'])

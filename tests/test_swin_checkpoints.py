@@ -73,7 +73,7 @@ def load_messages(monkeypatch):
     """What the backbones log while loading checkpoints (mmengine's logger keeps the stream it first saw,
     so pytest's capture fixtures miss it)."""
     messages = []
-    monkeypatch.setattr('swin_backbones.models.base.print_log', lambda message, **kwargs: messages.append(message))
+    monkeypatch.setattr('swin_backbones.loading.print_log', lambda message, **kwargs: messages.append(message))
     return messages
 
 
@@ -93,7 +93,7 @@ def test_mmpretrain_classifier_checkpoint_loads_and_says_so(tmp_path, load_messa
     # All four output norms: the three the classifier does not have keep their initial values, and say so.
     everything = SwinTransformer(**SMALL)
     everything.load_pretrained(str(tmp_path / 'mmpretrain_swin.pth'))
-    assert 'left at their initial values: norm0.weight, norm0.bias, norm1.weight' in load_messages.pop()
+    assert 'left at their current values: norm0.weight, norm0.bias, norm1.weight' in load_messages.pop()
     assert_close(outputs(everything)[3], outputs(reference)[0])
 
 
@@ -311,10 +311,51 @@ def test_convert_tool_refuses_to_overwrite_its_input_and_bad_files(source, tmp_p
     tool = os.path.join(REPO, 'tools', 'convert_checkpoint.py')
     result = subprocess.run([sys.executable, tool, str(tmp_path / 'swin.pth'), str(tmp_path / 'swin.pth')],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and 'refusing to overwrite' in result.stderr
+    assert result.returncode == 2 and 'refusing to overwrite' in result.stderr
     assert (tmp_path / 'swin.pth').read_bytes() == before
     torch.save({'encoder.weight': torch.zeros(2)}, tmp_path / 'other.pth')
     result = subprocess.run([sys.executable, tool, str(tmp_path / 'other.pth'), str(tmp_path / 'out.pth')],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and 'cannot tell which backbone' in result.stderr
+    assert result.returncode == 2 and 'cannot tell which backbone' in result.stderr
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_convert_to_mmdet_and_back(tmp_path, capsys):
+    """A detector trained with this package's Swin -> mmdet's layout, which mmdet's own SwinTransformer loads
+    strictly (its relative_position_index buffers included), the other parts and meta unchanged -> back."""
+    from mmdet.models.backbones.swin import swin_converter
+
+    from swin_backbones.cli import convert as convert_cli
+    ours = randomize_(SwinTransformer(**SMALL, window_size=5, drop_path_rate=0.0), seed=24)
+    heads = {'rpn_head.rpn_conv.weight': torch.randn(4, 4, 3, 3), 'neck.fpn_convs.0.conv.bias': torch.randn(4)}
+    meta = {'epoch': 12, 'dataset_meta': {'classes': ('circle', 'square')}}
+    state = {f'backbone.{key}': value for key, value in ours.state_dict().items()}
+    torch.save({'state_dict': {**state, **heads}, 'meta': meta}, tmp_path / 'ours.pth')
+    assert convert_cli.main([str(tmp_path / 'ours.pth'), str(tmp_path / 'mmdet.pth'), '--to', 'mmdet']) == 0
+    assert 'wrote 133 backbone tensors in the mmdet layout' in capsys.readouterr().out
+    written = torch.load(tmp_path / 'mmdet.pth', weights_only=True)
+    assert written['meta']['dataset_meta'] == meta['dataset_meta'] and written['meta']['layout'] == 'mmdet'
+    assert all(torch.equal(written['state_dict'][key], value) for key, value in heads.items())
+    backbone = {key[len('backbone.'):]: value for key, value in written['state_dict'].items()
+                if key.startswith('backbone.')}
+    # mmdet's own converter (authors' layout -> mmdet's) agrees on every tensor it writes.
+    expected = {key[len('backbone.'):]: value for key, value in swin_converter(ours.state_dict()).items()}
+    assert set(backbone) - set(expected) == {key for key in backbone if key.endswith('relative_position_index')}
+    assert all(torch.equal(backbone[key], value) for key, value in expected.items())
+    reference = MMDetSwin(**SMALL, window_size=5, drop_path_rate=0.0)
+    reference.load_state_dict(backbone, strict=True)
+    assert_close(outputs(reference), outputs(ours))
+    # And back: this package's layout, tensor for tensor.
+    assert convert_cli.main([str(tmp_path / 'mmdet.pth'), str(tmp_path / 'back.pth')]) == 0
+    back = torch.load(tmp_path / 'back.pth', weights_only=True)['state_dict']
+    assert back.keys() == ours.state_dict().keys()
+    assert all(torch.equal(back[key], value) for key, value in ours.state_dict().items())
+
+
+def test_convert_to_mmdet_is_for_swin_v1(tmp_path, capsys):
+    from swin_backbones import SwinTransformerV2
+    from swin_backbones.cli import convert as convert_cli
+    torch.save(SwinTransformerV2(**SMALL).state_dict(), tmp_path / 'v2.pth')
+    assert convert_cli.main([str(tmp_path / 'v2.pth'), str(tmp_path / 'out.pth'), '--to', 'mmdet']) == 2
+    assert 'mmdet and mmseg have no SwinTransformerV2' in capsys.readouterr().err
     assert not (tmp_path / 'out.pth').exists()

@@ -317,7 +317,7 @@ def test_publish_checkpoint_keeps_weights_and_meta(tmp_path):
     published = torch.load(output, map_location='cpu')  # weights_only=True in torch >= 2.6
     assert set(published) == {'meta', 'state_dict'} and torch.equal(published['state_dict']['w'], torch.ones(2))
     result = run([sys.executable, 'tools/publish_checkpoint.py', source, source], str(tmp_path))
-    assert result.returncode == 1 and 'refusing to overwrite the input' in result.stdout
+    assert result.returncode == 2 and 'refusing to overwrite the input' in result.stdout
     torch.save({'weights': torch.ones(1)}, tmp_path / 'other.pth')
     with pytest.raises(CheckpointError, match='no state_dict'):
         publish_checkpoint(str(tmp_path / 'other.pth'), str(tmp_path / 'out.pth'))

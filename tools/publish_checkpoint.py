@@ -11,19 +11,17 @@ The input is read without running code from it; the output is written atomically
 import argparse
 import sys
 
-from swin_backbones.checkpoint import CheckpointError, publish_checkpoint
+from swin_backbones.checkpoint import publish_checkpoint
+from swin_backbones.cli import command_line
 
 
+@command_line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkpoint', help='checkpoint written by mmengine (tools/train.py, mmdet, mmseg)')
     parser.add_argument('output', help='where to write the weights-only checkpoint')
     args = parser.parse_args(argv)
-    try:
-        published = publish_checkpoint(args.checkpoint, args.output)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
+    published = publish_checkpoint(args.checkpoint, args.output)
     print(f"wrote {len(published['state_dict'])} tensors and meta to {args.output}")
     return 0
 

@@ -14,8 +14,7 @@ model = dict(
         crs_interval=(8, 4, 2, 1),
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        init_cfg=None),
+        frozen_stages=-1),
     neck=dict(in_channels=[32, 64, 128, 256]))
 optim_wrapper = dict(
     paramwise_cfg=dict(

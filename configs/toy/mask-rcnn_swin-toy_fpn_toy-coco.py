@@ -21,8 +21,7 @@ model = dict(
         window_size=7,
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        init_cfg=None),
+        frozen_stages=-1),
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=channels),
     rpn_head=dict(in_channels=channels, feat_channels=channels),
     roi_head=dict(

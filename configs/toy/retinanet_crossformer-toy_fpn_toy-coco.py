@@ -21,8 +21,7 @@ model = dict(
         crs_interval=(8, 4, 2, 1),
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        init_cfg=None),
+        frozen_stages=-1),
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=channels, start_level=1, add_extra_convs='on_input'),
     bbox_head=dict(num_classes=3, in_channels=channels, feat_channels=channels, stacked_convs=2),
     # Scores start at the focal loss prior (0.01): a low threshold keeps an early model's boxes, so that even

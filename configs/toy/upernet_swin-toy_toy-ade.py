@@ -23,8 +23,7 @@ model = dict(
         window_size=7,
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        init_cfg=None),
+        frozen_stages=-1),
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=num_classes, norm_cfg=norm_cfg))
 

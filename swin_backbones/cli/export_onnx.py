@@ -24,9 +24,9 @@ import sys
 from typing import Tuple
 
 from ..api import list_backbones
-from ..checkpoint import CheckpointError
 from ..export import (EXPORTERS, ExportError, build_backbone, check_onnx, check_sizes, default_sample_size,
                       export_onnx, minimum_input_size, output_names)
+from . import command_line
 
 
 def _size(text: str) -> Tuple[int, int]:
@@ -51,6 +51,7 @@ def _override(text: str) -> Tuple[str, object]:
         return key, value  # a plain string, e.g. lda_type=pp
 
 
+@command_line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='swin-backbones-export-onnx', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,8 +76,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if os.path.exists(args.output) and not args.force:
-        print(f'error: {args.output} exists; pass --force to replace it', file=sys.stderr)
-        return 1
+        raise FileExistsError(f'{args.output} exists; pass --force to replace it')
     results = []
 
     def check(path: str) -> None:
@@ -93,15 +93,11 @@ def main(argv=None) -> int:
             raise ExportError(f'relative difference {worst:.1e} exceeds the tolerance {args.tolerance:.0e}; '
                               f'{args.output} was not written')
 
-    try:
-        backbone = build_backbone(args.backbone, args.checkpoint, dict(args.overrides))
-        minimum = minimum_input_size(backbone)
-        sample = args.sample_size or default_sample_size(backbone)
-        seconds = export_onnx(backbone, args.output, sample, args.exporter, args.opset, force=args.force,
-                              verify=check if args.check else None)
-    except (ExportError, CheckpointError, FileNotFoundError, ValueError, TypeError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
+    backbone = build_backbone(args.backbone, args.checkpoint, dict(args.overrides))
+    minimum = minimum_input_size(backbone)
+    sample = args.sample_size or default_sample_size(backbone)
+    seconds = export_onnx(backbone, args.output, sample, args.exporter, args.opset, force=args.force,
+                          verify=check if args.check else None)
     print(f'wrote {args.output} ({os.path.getsize(args.output) / 2 ** 20:.1f} MiB, exported in {seconds:.1f} s '
           f'with the {args.exporter} exporter): image (N, {backbone.in_channels}, H, W) -> '
           + ', '.join(output_names(backbone)))

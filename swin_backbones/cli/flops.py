@@ -17,8 +17,10 @@ import sys
 from mmengine.config import DictAction
 
 from ..flops import count_flops
+from . import command_line
 
 
+@command_line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='swin-backbones-flops', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,11 +33,7 @@ def main(argv=None) -> int:
     if args.shape is not None and len(args.shape) not in (1, 2):
         parser.error(f'--shape takes a height and a width, or one side; got {len(args.shape)} values')
     shape = None if args.shape is None else args.shape[0] if len(args.shape) == 1 else tuple(args.shape)
-    try:
-        result = count_flops(args.config, shape=shape, cfg_options=args.cfg_options)
-    except (FileNotFoundError, ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
+    result = count_flops(args.config, shape=shape, cfg_options=args.cfg_options)
     height, width = result.shape
     print(f'input: 1 x 3 x {height} x {width} (height x width)')
     print(f'{"module":<20} {"params (M)":>11} {"FLOPs (G)":>10}')

@@ -13,8 +13,10 @@ import os.path as osp
 import sys
 
 from ..toy_data import make_toy_data
+from . import command_line
 
 
+@command_line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='swin-backbones-make-toy-data', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

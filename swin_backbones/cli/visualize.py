@@ -9,8 +9,10 @@ import sys
 
 from ..api import create_backbone, extract_features, list_backbones, load_image
 from ..visualization import render_pyramid
+from . import command_line
 
 
+@command_line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='swin-backbones-visualize', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,19 +7,17 @@ embedding and stage modules, and its checkpoint layouts (``recognizes`` / ``conv
 docs/design.md describes the skeleton.
 """
 import copy
-import logging
 import re
 import warnings
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 
-from ..checkpoint import CheckpointMismatchError, load_state_dict_exactly, read_backbone_weights
-from ..registry import MODELS
+from ..checkpoint import read_backbone_weights
+from ..loading import convert_on_load, describing_load
 from .kernels import FastPath
 from .layers import build_norm
 
@@ -48,13 +46,18 @@ class PyramidBackbone(BaseModule):
     :meth:`embed`, dropout, the stages, the output norms ``norm{i}`` (where ``output_norms``).
 
     Class attributes: ``presets`` ({name for create_backbone: arch}), ``output_norms``.
+
+    ``load_state_dict`` (torch's and mmengine's alike) accepts every checkpoint layout the backbone reads,
+    under any prefix, and refuses to leave any weight unloaded unless ``allow_partial_loading`` is set:
+    see :mod:`swin_backbones.loading`.
     """
     presets: Dict[str, str] = {}
     output_norms = True
 
     def __init__(self, *, arch: Optional[str], embed_dims: int, depths: Sequence[int], num_heads: Sequence[int],
                  in_channels: int, out_indices: Sequence[int], frozen_stages: int, impl: str, save_memory: bool,
-                 kernels: Optional[Dict[str, str]], pretrained: Optional[str], init_cfg, check_finite: bool):
+                 kernels: Optional[Dict[str, str]], pretrained: Optional[str], init_cfg, check_finite: bool,
+                 allow_partial_loading: bool):
         if init_cfg is not None and pretrained is not None:
             raise ValueError('init_cfg and pretrained cannot be specified at the same time')
         if pretrained is not None:
@@ -76,6 +79,8 @@ class PyramidBackbone(BaseModule):
                              f'0 the stem, k the stem and the first k stages), got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
         self.check_finite = check_finite
+        self.allow_partial_loading = bool(allow_partial_loading)
+        self.register_load_state_dict_pre_hook(convert_on_load)
         self.options = FastPath.from_arguments(impl, save_memory, kernels)
         self.embed_dims = embed_dims
         self.depths = depths
@@ -229,40 +234,20 @@ class PyramidBackbone(BaseModule):
         self._is_init = True
 
     def load_pretrained(self, path: str, prefix=None, weights_only: bool = True) -> str:
-        """Loads a checkpoint in any supported layout; returns the name of the layout it was in."""
+        """Loads a checkpoint file in any supported layout through ``load_state_dict``, as every other loader
+        does (:mod:`swin_backbones.loading`); returns the name of the layout it was in."""
         state_dict, origin = read_backbone_weights(path, prefix=prefix, weights_only=weights_only)
-        self._check_checkpoint(state_dict, path)
-        converted, layout = self.convert_state_dict(state_dict)
-        converted = self.adapt_state_dict(converted)
-        try:
-            left_at_init = load_state_dict_exactly(self, converted, may_be_missing=self._keys_not_in_pretraining(),
-                                                   source=f'checkpoint {path} ({origin}, {layout} layout)')
-        except CheckpointMismatchError as error:
-            raise CheckpointMismatchError(self._other_architecture(state_dict, path) + str(error)) from None
-        message = f'{type(self).__name__}: loaded {path} ({origin}, {layout} layout, {len(converted)} tensors)'
-        if left_at_init:
-            message += f'; not in the checkpoint, left at their initial values: {", ".join(left_at_init)}'
-        print_log(message, logger='current', level=logging.INFO)
-        return layout
+        with describing_load(f'checkpoint {path}', origin) as record:
+            self.load_state_dict(state_dict, strict=not self.allow_partial_loading)
+        return record.layout
 
     @classmethod
     def recognizes(cls, state_dict: Dict[str, torch.Tensor]) -> bool:
         """Whether a (prefix-stripped) state dict is a checkpoint of this kind of backbone."""
         raise NotImplementedError
 
-    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], path: str) -> None:
+    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
         """Hook for checks of the (prefix-stripped) state dict before conversion."""
-
-    def _other_architecture(self, state_dict: Dict[str, torch.Tensor], path: str) -> str:
-        """For a checkpoint that does not fit: the line naming another of the package's backbones that recognises
-        it (a Swin V1 checkpoint given to Swin V2, say), or ''."""
-        if type(self).recognizes(state_dict):
-            return ''
-        others = [backbone.__name__ for backbone in registered_backbones() if backbone.recognizes(state_dict)]
-        if not others:
-            return ''
-        return (f'checkpoint {path} looks like a {" or ".join(others)} checkpoint, not a {type(self).__name__} one; '
-                f'build swin_backbones.{others[0]} for it.\n')
 
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -281,11 +266,6 @@ class PyramidBackbone(BaseModule):
         if not self.output_norms:
             return []
         return [f'norm{i}.{name}' for i in self.out_indices for name in ('weight', 'bias')]
-
-
-def registered_backbones() -> List[Type[PyramidBackbone]]:
-    """The package's backbones, in the order they were registered."""
-    return [cls for cls in MODELS.module_dict.values() if isinstance(cls, type) and issubclass(cls, PyramidBackbone)]
 
 
 def resolve_arch(family: str, table: Dict[str, dict], arch: Optional[str], default_arch: str,

@@ -266,8 +266,8 @@ class CrossFormer(PyramidBackbone):
         use_acl: the CrossFormer++ ACL layers (depthwise 3x3 conv + LayerNorm every third block).
         mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, act_cfg, norm_cfg:
             as in Swin.
-        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite: as in
-            :class:`SwinTransformer`.
+        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite,
+            allow_partial_loading: as in :class:`SwinTransformer`.
     """
     presets = {'crossformer-t': 'tiny', 'crossformer-s': 'small', 'crossformer-b': 'base', 'crossformer-l': 'large',
                'crossformer-pp-s': 'pp-small', 'crossformer-pp-b': 'pp-base', 'crossformer-pp-l': 'pp-large'}
@@ -300,7 +300,8 @@ class CrossFormer(PyramidBackbone):
                  kernels: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg=None,
-                 check_finite: bool = False):
+                 check_finite: bool = False,
+                 allow_partial_loading: bool = False):
         settings = resolve_arch('CrossFormer', ARCH_SETTINGS, arch, 'small', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads, drop_path_rate=drop_path_rate, lda_type=lda_type,
                                 use_acl=use_acl)
@@ -318,7 +319,8 @@ class CrossFormer(PyramidBackbone):
         super().__init__(arch=arch, embed_dims=embed_dims, depths=settings['depths'], num_heads=settings['num_heads'],
                          in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages, impl=impl,
                          save_memory=save_memory, kernels=kernels, pretrained=pretrained, init_cfg=init_cfg,
-                         check_finite=check_finite)
+                         check_finite=check_finite,
+                         allow_partial_loading=allow_partial_loading)
         self.group_size = group_size
         self.crs_interval = crs_interval
         self.lda_type = settings['lda_type']

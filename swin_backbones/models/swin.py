@@ -137,8 +137,12 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
         return ((row // window) * windows_per_row + col // window) * window_len + (row % window) * window + col % window
 
     def for_each_image(index, stride):  # -> B * numel: the index for every image of the batch, image after image
-        index = index.flatten()
-        return (torch.arange(batch, device=device).unsqueeze(1) * stride + index).flatten()
+        index = (torch.arange(batch, device=device).unsqueeze(1) * stride + index.flatten()).flatten()
+        # No position is negative, but inductor's bound analysis cannot see that through the wrap-around
+        # arithmetic, and torch 2.13's inductor fails on possibly negative indices into a dimension of
+        # static size (InductorError in index_select: a stage of one window at batch 1, recompiled for a
+        # second size). The clamp changes no value and makes the bound evident.
+        return index.clamp_min(0)
 
     # Shifted windows cut the map rolled by (-shift, -shift): position (row, col) holds the token of
     # (row + shift, col + shift), and that token's own (row, col) moves to (row - shift, col - shift).
@@ -290,8 +294,10 @@ class SwinTransformer(PyramidBackbone):
     Inputs of any size are padded internally, exactly as mmdet does.
 
     ``convert_weights`` is accepted for config compatibility: checkpoint layouts are detected
-    automatically whatever its value (the detected layout is logged). ``check_finite=True`` makes
-    every forward reject NaN or inf inputs (it costs a pass over the input).
+    automatically whatever its value (the detected layout is logged), by every loader, ``load_state_dict``
+    included. A load that would leave a weight unloaded is an error unless ``allow_partial_loading=True``
+    (see :mod:`swin_backbones.loading`). ``check_finite=True`` makes every forward reject NaN or inf inputs
+    (it costs a pass over the input).
 
     ``impl``: 'fast' (default) or 'plain' (the textbook operations). ``save_memory=True`` keeps less for
     backward in training (attention probabilities and MLP activations are recomputed). ``kernels``
@@ -328,7 +334,8 @@ class SwinTransformer(PyramidBackbone):
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
                  init_cfg=None,
-                 check_finite: bool = False):
+                 check_finite: bool = False,
+                 allow_partial_loading: bool = False):
         settings = resolve_arch('Swin', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads)
         num_stages = len(settings['depths'])
@@ -341,7 +348,8 @@ class SwinTransformer(PyramidBackbone):
         super().__init__(arch=arch, embed_dims=settings['embed_dims'], depths=settings['depths'],
                          num_heads=settings['num_heads'], in_channels=in_channels, out_indices=out_indices,
                          frozen_stages=frozen_stages, impl=impl, save_memory=save_memory, kernels=kernels,
-                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite)
+                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite,
+                         allow_partial_loading=allow_partial_loading)
         self.window_size = window_size
         self.convert_weights = convert_weights
 
@@ -492,13 +500,55 @@ def from_openmmlab_key(key: str) -> str:
     return key
 
 
+def to_openmmlab_key(key: str) -> str:
+    """The inverse of :func:`from_openmmlab_key`."""
+    key = 'stages.' + key[len('layers.'):] if key.startswith('layers.') else key
+    for old, new in reversed(_MMDET_RENAMES):
+        key = key.replace(new, old)
+    return key
+
+
+def convert_swin_to_mmdet(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """This package's Swin state dict -> the keys of mmdet's (and mmseg's) ``SwinTransformer``, with the
+    ``relative_position_index`` buffers their state dicts hold, so that their strict load takes it."""
+    converted = {}
+    for key, value in state_dict.items():
+        if '.downsample.' in key:
+            value = _neighbour_to_unfold_order(value, key)
+        converted[to_openmmlab_key(key)] = value
+        if key.endswith('.attn.relative_position_bias_table'):
+            window = (round(value.shape[0] ** 0.5) + 1) // 2
+            index_key = key.replace('relative_position_bias_table', 'relative_position_index')
+            converted[to_openmmlab_key(index_key)] = relative_position_index(window, window)
+    return converted
+
+
+# mmdet's merging concatenates nn.Unfold output: channel-major over the row-major 2x2 taps. Ours concatenates
+# whole neighbours in the order (0,0), (1,0), (0,1), (1,1): the row-major tap of each. The permutation is its
+# own inverse, so it maps taps to neighbours as well.
+_NEIGHBOUR_TAPS = [0, 2, 1, 3]
+
+
 def unfold_to_neighbour_order(value: torch.Tensor, key: str) -> torch.Tensor:
-    """mmdet's merging concatenates nn.Unfold output (channel-major over the row-major 2x2 taps);
-    ours concatenates whole neighbours in the order (0,0), (1,0), (0,1), (1,1)."""
-    taps = [0, 2, 1, 3]  # row-major tap index of each neighbour in our order
+    """A merging weight of mmdet's layout (4C axis in unfold order) -> ours (in neighbour order)."""
+    return _reorder_merging_axis(value, key, from_unfold=True)
+
+
+def _neighbour_to_unfold_order(value: torch.Tensor, key: str) -> torch.Tensor:
+    """The inverse of :func:`unfold_to_neighbour_order`."""
+    return _reorder_merging_axis(value, key, from_unfold=False)
+
+
+def _reorder_merging_axis(value: torch.Tensor, key: str, from_unfold: bool) -> torch.Tensor:
     if key.endswith('reduction.weight'):
-        out_dim, in_dim = value.shape
-        return value.reshape(out_dim, in_dim // 4, 4)[:, :, taps].transpose(1, 2).reshape(out_dim, in_dim)
-    if key.endswith(('norm.weight', 'norm.bias')):
-        return value.reshape(-1, 4)[:, taps].transpose(0, 1).reshape(-1)
-    raise CheckpointError(f'unexpected patch merging key {key!r} in an mmdet/mmseg Swin checkpoint')
+        rows = value.shape[0]
+    elif key.endswith(('norm.weight', 'norm.bias')):
+        rows = 1
+    else:
+        raise CheckpointError(f'unexpected patch merging key {key!r} in a Swin checkpoint')
+    channels = value.shape[-1] // 4
+    if from_unfold:  # (rows, C, tap) -> (rows, neighbour, C)
+        grouped = value.reshape(rows, channels, 4)[:, :, _NEIGHBOUR_TAPS].transpose(1, 2)
+    else:  # (rows, neighbour, C) -> (rows, C, tap)
+        grouped = value.reshape(rows, 4, channels)[:, _NEIGHBOUR_TAPS].transpose(1, 2)
+    return grouped.reshape(value.shape).contiguous()

@@ -146,8 +146,8 @@ class SwinTransformerV2(PyramidBackbone):
             A checkpoint runs at another window by giving its pretraining windows here (nothing is resized).
         mlp_ratio, qkv_bias (the q and v biases), drop_rate, attn_drop_rate, drop_path_rate, act_cfg,
             norm_cfg, in_channels, patch_size: as in :class:`.swin.SwinTransformer`.
-        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite:
-            as in :class:`.swin.SwinTransformer`.
+        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite,
+            allow_partial_loading: as in :class:`.swin.SwinTransformer`.
     """
     presets = {'swinv2-t': 'tiny', 'swinv2-s': 'small', 'swinv2-b': 'base', 'swinv2-l': 'large'}
 
@@ -175,7 +175,8 @@ class SwinTransformerV2(PyramidBackbone):
                  pretrained: Optional[str] = None,
                  frozen_stages: int = -1,
                  init_cfg=None,
-                 check_finite: bool = False):
+                 check_finite: bool = False,
+                 allow_partial_loading: bool = False):
         settings = resolve_arch('Swin V2', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads, window_size=window_size)
         num_stages = len(settings['depths'])
@@ -189,7 +190,8 @@ class SwinTransformerV2(PyramidBackbone):
         super().__init__(arch=arch, embed_dims=settings['embed_dims'], depths=settings['depths'],
                          num_heads=settings['num_heads'], in_channels=in_channels, out_indices=out_indices,
                          frozen_stages=frozen_stages, impl=impl, save_memory=save_memory, kernels=kernels,
-                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite)
+                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite,
+                         allow_partial_loading=allow_partial_loading)
         self.window_sizes = window_sizes
         self.pretrained_window_sizes = pretrained_window_sizes
         self.position_bias_normalisers = normalisers
@@ -225,7 +227,7 @@ class SwinTransformerV2(PyramidBackbone):
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
         return convert_swinv2_state_dict(state_dict)
 
-    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], path: str) -> None:
+    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
         """Says which windows normalise the position bias coordinates, and warns when the checkpoint's own
         coordinate tables (the authors' and mmpretrain's checkpoints keep them) were normalised by others."""
         if not self.recognizes(state_dict):
@@ -241,7 +243,7 @@ class SwinTransformerV2(PyramidBackbone):
         if any(stage < self.num_stages and self.position_bias_normalisers[stage] != normaliser
                for stage, normaliser in stored.items()):
             suggested = tuple(stored.get(i, n) for i, n in enumerate(self.position_bias_normalisers))
-            print_log(f'{path}: its position bias was trained with offsets normalised by the windows '
+            print_log(f'{source}: its position bias was trained with offsets normalised by the windows '
                       f'{tuple(stored[i] for i in sorted(stored))} (per stage), this model normalises them by '
                       f'{self.position_bias_normalisers}: to use the bias as trained, set '
                       f'pretrained_window_sizes={suggested}', logger='current', level=logging.WARNING)
