@@ -103,13 +103,13 @@ def fit_state_dict(backbone, weights: Dict[str, torch.Tensor], source: str, orig
             raise CheckpointMismatchError(message)
         print_log(message, logger='current', level=logging.WARNING)
         return {}, None
-    backbone._check_checkpoint(weights, source)
+    backbone.check_checkpoint(weights, source)
     converted, layout = backbone.convert_state_dict(weights)
     converted = backbone.adapt_state_dict(converted)
     found = f'{origin + ", " if origin else ""}{layout} layout'
     described = f'{source} ({found})'
     own = backbone.state_dict()
-    may_be_missing = set(backbone._keys_not_in_pretraining())
+    may_be_missing = set(backbone.keys_not_in_pretraining())
     report = _mismatch_report(own, converted, may_be_missing)
     if report:
         if not partial:

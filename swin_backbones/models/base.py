@@ -246,7 +246,7 @@ class PyramidBackbone(BaseModule):
         """Whether a (prefix-stripped) state dict is a checkpoint of this kind of backbone."""
         raise NotImplementedError
 
-    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    def check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
         """Hook for checks of the (prefix-stripped) state dict before conversion."""
 
     @classmethod
@@ -260,7 +260,7 @@ class PyramidBackbone(BaseModule):
         own = self.state_dict()
         return {key: value for key, value in state_dict.items() if key in own or not _OUTPUT_NORM_KEY.fullmatch(key)}
 
-    def _keys_not_in_pretraining(self) -> List[str]:
+    def keys_not_in_pretraining(self) -> List[str]:
         """Keys a classification checkpoint does not have and that may stay at their initial values: the
         output norms."""
         if not self.output_norms:

@@ -227,7 +227,7 @@ class SwinTransformerV2(PyramidBackbone):
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
         return convert_swinv2_state_dict(state_dict)
 
-    def _check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    def check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
         """Says which windows normalise the position bias coordinates, and warns when the checkpoint's own
         coordinate tables (the authors' and mmpretrain's checkpoints keep them) were normalised by others."""
         if not self.recognizes(state_dict):
