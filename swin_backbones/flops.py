@@ -1,7 +1,7 @@
 """Parameters and multiply-accumulates ("FLOPs", as the Swin and CrossFormer papers call them) of a detector,
 a segmentor or a backbone at a given input size, from its config alone: no data set, no checkpoint.
 
-    result = count_flops('mask-rcnn_swin-t-p4-w7_fpn_1x_coco')          # a config name, path, Config or dict
+    result = count_flops('mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco')          # a config name, path, Config or dict
     print(result.params / 1e6, result.flops / 1e9)                      # 47.8 (M), ~270 (G) at 1280 x 800
     count_flops(model, shape=(512, 2048))                               # or a model built with impl='plain'
 

@@ -2,7 +2,7 @@
 ``swin_backbones/.mim/configs`` and ``.mim/tools``, copied there when the wheel is built) or, in a
 source checkout or an editable install, the repository's ``configs/`` and ``tools/``.
 
-    swin_backbones.config_path('mask-rcnn_swin-t-p4-w7_fpn_1x_coco')       # by file name, .py optional
+    swin_backbones.config_path('mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco')       # by file name, .py optional
     swin_backbones.config_path('toy/upernet_swin-toy_toy-ade.py')          # or relative to configs/
     swin_backbones.tool_path('train.py')
 """

@@ -19,7 +19,7 @@ from .config_helpers import CONFIGS, build, build_on_meta, count_parameters, loa
 # Object-Detection and -Semantic-Segmentation; CF det / CF seg: cheerss/CrossFormer's detection/README.md and
 # segmentation/README.md; CF: its top-level README.md (the CrossFormer++ rows).
 PUBLISHED = {
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py': [('48M', 'Swin-OD'), ('47.8M', 'CF det, Swin-T row')],
+    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py': [('48M', 'Swin-OD'), ('47.8M', 'CF det, Swin-T row')],
     'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py': [('48M', 'Swin-OD')],
     'swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py': [('69M', 'Swin-OD')],
     'swin/cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1f-giou_ms-crop-1x_coco.py': [('86M', 'Swin-OD')],
@@ -51,7 +51,7 @@ PUBLISHED = {
 }
 # The counts of the models as built, exactly: the "params built" column of the README's Configs table.
 BUILT = {
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py': 47_794_602,
+    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py': 47_794_602,
     'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py': 47_794_602,
     'swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py': 69_112_506,
     'swin/cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1f-giou_ms-crop-1x_coco.py': 85_629_804,
@@ -82,9 +82,9 @@ BUILT = {
 # model, backbone), the numbers the README lists. The backbones equal mmpretrain 1.2.0's SwinTransformerV2
 # with its four output norms (tiny 27,579,498).
 SWINV2 = [
-    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py', 47_853_402, 27_579_498),
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py', 47_853_402, 27_579_498),
     ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py', 47_853_402, 27_579_498),
-    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_1x_coco.py', 69_234_666, 48_960_762),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-1x_coco.py', 69_234_666, 48_960_762),
     ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-3x_coco.py', 69_234_666, 48_960_762),
     ('swinv2/swinv2-tiny-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 60_000_662, 27_579_498),
     ('swinv2/swinv2-base-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 121_430_308, 86_895_608),
@@ -156,10 +156,10 @@ def _scheduler(cfg, kind):
 
 
 @pytest.mark.parametrize('name, swin, epochs, steps', [
-    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 12, [8, 11]),
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py', 12, [8, 11]),
     ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
      36, [27, 33]),
-    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 12, [8, 11]),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py', 12, [8, 11]),
     ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-3x_coco.py', 'swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py',
      36, [27, 33]),
 ])
@@ -210,7 +210,7 @@ def _backbone_layer_norms(model):
             for p in ('weight', 'bias')}
 
 
-@pytest.mark.parametrize('name', ['swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+@pytest.mark.parametrize('name', ['swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py',
                                   'swin/cascade-mask-rcnn_swin-b-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py',
                                   'swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'])
 def test_swin_weight_decay_exemptions(name):
@@ -235,7 +235,7 @@ def test_swin_retinanet_decays_everything():
     assert (free, decays) == (set(), {1e-4})
 
 
-@pytest.mark.parametrize('name', ['swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py',
+@pytest.mark.parametrize('name', ['swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py',
                                   'swinv2/swinv2-tiny-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
                                   'toy/mask-rcnn_swinv2-toy_fpn_toy-coco.py'])
 def test_swinv2_weight_decay_exemptions(name):

@@ -49,9 +49,9 @@ def test_console_scripts_answer_help(script, capsys):
 
 
 def test_configs_are_found_by_name():
-    path = swin_backbones.config_path('mask-rcnn_swin-t-p4-w7_fpn_1x_coco')
-    assert path == osp.join(REPO, 'configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
-    assert swin_backbones.config_path('swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py') == path
+    path = swin_backbones.config_path('mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco')
+    assert path == osp.join(REPO, 'configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py')
+    assert swin_backbones.config_path('swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py') == path
     assert swin_backbones.config_path('toy/upernet_swin-toy_toy-ade') == osp.join(REPO, 'configs', 'toy',
                                                                                  'upernet_swin-toy_toy-ade.py')
     assert swin_backbones.config_path('_base_/datasets/toy_ade.py').endswith('configs/_base_/datasets/toy_ade.py')

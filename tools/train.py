@@ -1,6 +1,6 @@
 """Train a detector (mmdet) or a segmentor (mmseg) from a config; the config's default scope picks which.
 
-    python tools/train.py configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py
+    python tools/train.py configs/swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py
     python tools/train.py CONFIG --work-dir work_dirs/run1 --resume          # continue from the latest checkpoint
     python tools/train.py CONFIG --resume work_dirs/run1/iter_4000.pth      # or from a given one
     python tools/train.py CONFIG --amp --cfg-options train_dataloader.batch_size=4

@@ -2,7 +2,7 @@
 # training of the Swin paper (shorter side 480-800, or resize + random crop + resize, as in DETR) and drop
 # path 0.2: the authors' mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_adamw_3x_coco.py.
 # Published: box AP 46.0, mask AP 41.6, 47.8M params.
-_base_ = './mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = './mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py'
 
 model = dict(backbone=dict(drop_path_rate=0.2))
 

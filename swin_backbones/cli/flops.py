@@ -1,6 +1,6 @@
 """Parameters and FLOPs (multiply-accumulates) of a config's model for one image, without a data set.
 
-    swin-backbones-flops mask-rcnn_swin-t-p4-w7_fpn_1x_coco            # 1280 x 800, as the papers
+    swin-backbones-flops mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco            # 1280 x 800, as the papers
     swin-backbones-flops configs/crossformer/crossformer-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py
     swin-backbones-flops CONFIG --shape 800 1333                          # height width (one value: a square)
     (or python tools/get_flops.py ...)

@@ -6,7 +6,7 @@
 # the norms). No published box/mask AP for this model.
 # Needs the authors' checkpoint at checkpoints/swinv2_tiny_patch4_window8_256.pth:
 #   https://github.com/SwinTransformer/storage/releases/download/v2.0.0/swinv2_tiny_patch4_window8_256.pth
-_base_ = '../swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = '../swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py'
 
 pretrained = 'checkpoints/swinv2_tiny_patch4_window8_256.pth'
 model = dict(

@@ -2,7 +2,7 @@
 # No published box/mask AP for this model.
 # Needs checkpoints/swinv2_small_patch4_window8_256.pth:
 #   https://github.com/SwinTransformer/storage/releases/download/v2.0.0/swinv2_small_patch4_window8_256.pth
-_base_ = './mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py'
+_base_ = './mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py'
 
 pretrained = 'checkpoints/swinv2_small_patch4_window8_256.pth'
 model = dict(

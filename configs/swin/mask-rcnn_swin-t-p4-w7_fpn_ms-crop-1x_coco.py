@@ -3,8 +3,8 @@
 # mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_adamw_1x_coco.py): multi-scale training as in the 3x
 # configs (shorter side 480-800, or resize + random crop + resize) although the schedule is 1x, AdamW lr 1e-4,
 # weight decay 0.05 except for the position bias tables and norms, warm-up over 500 iterations, drop path 0.1,
-# batch 16 (8 GPUs x 2 images). (mmdet's own config of this name trains on one scale with drop path 0.2:
-# 42.7 / 39.3.) Published: box AP 43.7, mask AP 39.8, 47.8M params.
+# batch 16 (8 GPUs x 2 images). (mmdet's own mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py trains on one scale with
+# drop path 0.2: 42.7 / 39.3.) Published: box AP 43.7, mask AP 39.8, 47.8M params.
 # Needs the authors' ImageNet-1K checkpoint at checkpoints/swin_tiny_patch4_window7_224.pth:
 #   https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth
 _base_ = [
