@@ -54,7 +54,9 @@ def config_path(name: str) -> str:
             return osp.join(root, matches[0])
         if len(matches) > 1:
             raise ValueError(f'config name {name!r} is ambiguous: {", ".join(matches)}; give the folder too')
-    close = difflib.get_close_matches(relative, list_configs() + [osp.basename(c) for c in list_configs()], n=5)
+    stem = osp.basename(relative)[:-len('.py')]
+    close = ([config for config in list_configs() if osp.basename(config).startswith(stem)]
+             or difflib.get_close_matches(relative, list_configs(), n=5, cutoff=0.5))[:8]
     raise FileNotFoundError(f'no config {name!r} in {root}' + (f'; close matches: {", ".join(close)}' if close else
                                                                '; swin_backbones.list_configs() lists them'))
 
