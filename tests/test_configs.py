@@ -156,10 +156,12 @@ def _scheduler(cfg, kind):
 
 
 @pytest.mark.parametrize('name, swin, epochs, steps', [
-    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py', 12, [8, 11]),
+    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py',
+     12, [8, 11]),
     ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
      36, [27, 33]),
-    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py', 12, [8, 11]),
+    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-1x_coco.py', 'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py',
+     12, [8, 11]),
     ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-3x_coco.py', 'swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py',
      36, [27, 33]),
 ])

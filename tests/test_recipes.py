@@ -314,7 +314,8 @@ def cf_semantic_fpn(backbone):
 
 RECIPES = {
     # Swin-OD mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_adamw_1x_coco.py (drop path 0.1)
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py': swin_od_mask_rcnn(dict(SWIN_T, drop_path_rate=0.1), 12, [8, 11]),
+    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py':
+        swin_od_mask_rcnn(dict(SWIN_T, drop_path_rate=0.1), 12, [8, 11]),
     # Swin-OD mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_adamw_3x_coco.py
     'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py': swin_od_mask_rcnn(dict(SWIN_T, drop_path_rate=0.2), 36,
                                                                            [27, 33]),

@@ -9,7 +9,7 @@
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
+    '../_base_/schedules/adamw_warmup500_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['swin_backbones'], allow_failed_imports=False)
@@ -28,13 +28,4 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1)
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001))
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+optim_wrapper = dict(optimizer=dict(weight_decay=0.0001))

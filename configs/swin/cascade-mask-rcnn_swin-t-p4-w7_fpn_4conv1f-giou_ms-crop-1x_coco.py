@@ -11,7 +11,7 @@
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
+    '../_base_/schedules/adamw_warmup500_1x.py',
     'mmdet::_base_/default_runtime.py',
     '../_base_/datasets/coco_instance_ms-crop-3x.py',
 ]
@@ -65,20 +65,10 @@ model = dict(
 
 train_dataloader = dict(dataset=dict(pipeline={{_base_.ms_crop_train_pipeline}}))
 
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1)
-]
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(
         custom_keys={
             'absolute_pos_embed': dict(decay_mult=0.),
             'relative_position_bias_table': dict(decay_mult=0.),
             'norm': dict(decay_mult=0.)
         }))
-# 8 GPUs x 2 images; --auto-scale-lr rescales the learning rate for other batch sizes.
-auto_scale_lr = dict(enable=False, base_batch_size=16)
