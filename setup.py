@@ -14,8 +14,12 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-# The command lines that work from an installed package; install.sh and run.sh set up a checkout.
-TOOLS = ('*.py', 'dist_train.sh', 'dist_test.sh')
+# The command lines that work from an installed package. Not shipped: install.sh and run.sh (they set up a
+# checkout), gpu_check (it runs the checkout's tests and benchmarks/) and model_index.py (it rewrites the
+# checkout's metafiles).
+TOOLS = ('train.py', 'test.py', 'dist_train.sh', 'dist_test.sh', 'demo.py', 'convert_checkpoint.py',
+         'extract_features.py', 'visualize_features.py', 'export_onnx.py', 'get_flops.py', 'make_toy_data.py',
+         'publish_checkpoint.py')
 CONFIGS = ('*.py', 'metafile.yml')
 
 
@@ -34,9 +38,8 @@ class BuildWithMimResources(build_py):
             for source in sorted(glob.glob(os.path.join(ROOT, 'configs', '**', pattern), recursive=True)):
                 self._copy(source, os.path.join(target, os.path.relpath(source, ROOT)))
         self._copy(os.path.join(ROOT, 'model-index.yml'), os.path.join(target, 'model-index.yml'))
-        for pattern in TOOLS:
-            for source in sorted(glob.glob(os.path.join(ROOT, 'tools', pattern))):
-                self._copy(source, os.path.join(target, 'tools', os.path.basename(source)))
+        for name in TOOLS:
+            self._copy(os.path.join(ROOT, 'tools', name), os.path.join(target, 'tools', name))
 
     def _copy(self, source: str, destination: str) -> None:
         os.makedirs(os.path.dirname(destination), exist_ok=True)

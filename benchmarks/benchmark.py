@@ -234,7 +234,7 @@ def parse_args(argv=None):
     parser.add_argument('--impl', default='fast', choices=['fast', 'plain'], help="our backbone's impl option")
     parser.add_argument('--save-memory', action='store_true', help="our backbone's save_memory option")
     parser.add_argument('--kernels', nargs='+', metavar='DECISION=KERNEL', default=[],
-                        help="our backbone's kernels option, e.g. --kernels attention=matmul linear=aten")
+                        help="our backbone's kernels option, e.g. --kernels linear=aten attention_backward=recompute")
     parser.add_argument('--grid', action='store_true',
                         help=f'sizes {GRID_SIZES} ({CROSSFORMER_GRID_SIZES} for CrossFormer), batch {GRID_BATCHES}, '
                              f'modes {MODES} (overrides --sizes, --batch and --mode)')
@@ -271,10 +271,7 @@ def run(args) -> List[float]:
     modes = MODES if args.grid else tuple(args.mode)
     load_before = _load()
     torch.manual_seed(0)
-    if args.impl == 'plain':
-        ours = build_ours(args.model, impl='plain')
-    else:
-        ours = build_ours(args.model, save_memory=args.save_memory, kernels=args.kernels or None)
+    ours = build_ours(args.model, impl=args.impl, save_memory=args.save_memory, kernels=args.kernels or None)
     grid_sizes = CROSSFORMER_GRID_SIZES if isinstance(ours, CrossFormer) else GRID_SIZES
     sizes = grid_sizes if args.grid or not args.sizes else args.sizes
     reference, reference_name = reference_for(ours, args.model, args.crossformer_reference)

@@ -125,9 +125,9 @@ def export_onnx(backbone: PyramidBackbone, path: str, sample_size: Optional[Tupl
     minimum = minimum_input_size(backbone)
     height, width = sample_size or default_sample_size(backbone)
     if min(height, width) < minimum:
-        raise ExportError(f'{type(backbone).__name__} with group sizes {backbone.group_size} can only be exported '
-                          f'for inputs of at least {minimum} x {minimum} px (below that a stage uses the small-map '
-                          f'attention layout, a shape-dependent branch); the sample size {height} x {width} is smaller')
+        raise ExportError(f'this {type(backbone).__name__} can only be exported for inputs of at least {minimum} x '
+                          f'{minimum} px (below that its layout is a shape-dependent branch: see its '
+                          f'minimum_input_size); the sample size {height} x {width} is smaller')
     opset = opset or DEFAULT_OPSET[exporter]
     model = _Features(backbone.eval()).eval()
     names = output_names(backbone)

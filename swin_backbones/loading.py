@@ -33,7 +33,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
-from .checkpoint import CheckpointError, CheckpointMismatchError, listed_keys
+from .checkpoint import CheckpointError, CheckpointMismatchError, backbone_weights, listed_keys
 from .registry import registered_backbones
 
 __all__ = ['convert_on_load', 'fit_state_dict', 'describing_load']
@@ -75,6 +75,8 @@ def convert_on_load(backbone, state_dict, prefix: str, local_metadata, strict, m
         source, origin = f'the state dict under {prefix!r}' if prefix else 'the state dict', None
     keys = [key for key in state_dict if key.startswith(prefix)]
     weights = {key[len(prefix):]: state_dict[key] for key in keys}
+    if record is None and not prefix:  # the backbone's own load_state_dict, given a whole model's weights too
+        weights, origin = backbone_weights(weights)
     fitted, layout = fit_state_dict(backbone, weights, source, origin, prefix)
     for key in keys:
         del state_dict[key]
@@ -116,14 +118,18 @@ def fit_state_dict(backbone, weights: Dict[str, torch.Tensor], source: str, orig
             raise CheckpointMismatchError(_other_architecture(backbone, weights, source)
                                           + f'{described} does not fit {target}:\n' + report)
         print_log(f'{described} does not fit {target} (allow_partial_loading=True: what fits is loaded, the rest '
-                  f'is left to the loader):\n{report}', logger='current', level=logging.WARNING)
+                  f'is left to the loader; mis-shaped tensors are dropped):\n{report}', logger='current',
+                  level=logging.WARNING)
+        converted = {key: value for key, value in converted.items()
+                     if key not in own or value.shape == own[key].shape}
     non_finite = [key for key, value in converted.items()
                   if value.is_floating_point() and not torch.isfinite(value).all()]
     if non_finite:
         raise CheckpointError(f'{described} has non-finite values (NaN or inf) in {listed_keys(non_finite)}')
+    loaded = sum(key in own for key in converted)
     left_as_they_are = [key for key in own if key in may_be_missing and key not in converted]
     converted.update((key, own[key]) for key in left_as_they_are)
-    message = f'{target}: loaded {source} ({found}, {len(weights)} tensors)'
+    message = f'{target}: loaded {source} ({found}, {loaded} tensors)'
     if left_as_they_are:
         message += f'; not in the checkpoint, left at their current values: {", ".join(left_as_they_are)}'
     print_log(message, logger='current', level=logging.INFO)

@@ -11,8 +11,9 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='swin_backbones', locat
 
 
 def registered_backbones() -> list:
-    """The package's backbones (all its registered classes), in the order they were registered."""
-    return list(MODELS.module_dict.values())
+    """The package's backbones, in the order they were registered: the registered classes with ``presets``
+    (every ``PyramidBackbone`` has them; anything else a user registers here is not a backbone of the package)."""
+    return [cls for cls in MODELS.module_dict.values() if isinstance(getattr(cls, 'presets', None), dict)]
 
 
 def build_backbone_from_cfg(cfg: dict):

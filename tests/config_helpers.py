@@ -9,7 +9,8 @@ from mmengine.config import Config
 from mmengine.fileio import load as load_file
 from mmengine.registry import MODELS, DefaultScope
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .toy_helpers import REPO
+
 CONFIGS = osp.join(REPO, 'configs')
 
 

@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
 
 # The suite's timings assume CI's two cores; OMP_NUM_THREADS, when set, chooses (checks run with 1 and 2).
 if 'OMP_NUM_THREADS' not in os.environ:
@@ -126,3 +127,25 @@ def no_default_scope_left_behind():
     before = scope()
     yield
     assert scope() == before
+
+
+# ------------------------------------------------------------------ whole-model checkpoints
+NECK = {'neck.weight': torch.ones(4, 4, 1, 1), 'neck.bias': torch.zeros(4)}
+
+
+class WholeModel(nn.Module):
+    """What a detector or segmentor is to the loaders: a backbone under ``backbone.`` and other parts."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = nn.Conv2d(4, 4, 1)
+
+
+def whole_model_checkpoint(path, backbone: nn.Module, prefix: str = 'backbone.') -> dict:
+    """Saves ``backbone``'s weights under ``prefix`` with a neck beside it, as a detector checkpoint (state dict
+    and meta); returns the state dict."""
+    state = {prefix + key: value for key, value in backbone.state_dict().items()}
+    state.update({prefix[:-len('backbone.')] + key: value for key, value in NECK.items()})
+    torch.save({'state_dict': state, 'meta': {'epoch': 12}}, path)
+    return state

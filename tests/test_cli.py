@@ -50,7 +50,7 @@ def test_toy_data_into_a_file_is_one_error_line(tmp_path, capsys):
     (tmp_path / 'file').write_text('')
     assert toy_data_cli.main(['--out', str(tmp_path / 'file' / 'data'), '--num-train', '1', '--num-val', '1',
                               '--size', '32']) == ERROR_STATUS
-    one_error_line(capsys, 'file')
+    one_error_line(capsys, 'Not a directory')
 
 
 def write_images(folder):
@@ -94,3 +94,10 @@ def test_convert_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert (tmp_path / 'out.pth').read_bytes() == b'keep me'
     assert convert_cli.main([str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth'), '--force']) == 0
     assert 'SwinTransformer' in torch.load(tmp_path / 'out.pth', weights_only=True)['meta']['backbone']
+
+
+def test_extract_refuses_a_batch_size_below_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        extract_cli.main([str(tmp_path), str(tmp_path / 'features'), '--batch-size', '0'])
+    assert exited.value.code == 2
+    assert '--batch-size: must be at least 1, got 0' in capsys.readouterr().err

@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
-from .conftest import randomize_, scaled_diff
+from .conftest import WholeModel, randomize_, scaled_diff, whole_model_checkpoint
 
 PACKAGES = ('mmdet', 'mmseg')
 THEIR_TYPE = 'SwinTransformer'
@@ -76,13 +76,6 @@ def swin_backbones_of(package: str):
     return found
 
 
-class WholeModel(nn.Module):
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.neck = nn.Conv2d(4, 4, 1)
-
-
 def build(package: str, backbone_cfg: dict) -> nn.Module:
     """As the package's config would build it: its registry, under its default scope."""
     registry = importlib.import_module(f'{package}.registry').MODELS
@@ -96,9 +89,7 @@ def relative_difference(package: str, backbone_cfg: dict, folder, seed: int) -> 
     theirs = randomize_(build(package, backbone_cfg), seed)
     theirs.eval()  # not chained: their train() returns None
     path = osp.join(folder, f'{package}_whole_model.pth')
-    state = {f'backbone.{key}': value for key, value in theirs.state_dict().items()}
-    state.update({'neck.weight': torch.ones(4, 4, 1, 1), 'neck.bias': torch.zeros(4)})
-    torch.save({'state_dict': state, 'meta': {}}, path)
+    whole_model_checkpoint(path, theirs)
     model = WholeModel(build(package, dict(backbone_cfg, type=OUR_TYPE)))
     load_checkpoint(model, path)
     os.remove(path)

@@ -179,5 +179,7 @@ def test_command_line(capsys, toy_detector):
     assert lines[-1] == f'params {toy_detector.params / 1e6:.3f}M  FLOPs {toy_detector.flops / 1e9:.1f}G'
     assert flops_main(['no-such-config']) == 2
     assert 'error: no config' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         flops_main([TOY_DETECTOR, '--shape', '1', '2', '3'])
+    assert exited.value.code == 2
+    assert '--shape takes a height and a width' in capsys.readouterr().err

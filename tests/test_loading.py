@@ -10,23 +10,15 @@ import torch.nn as nn
 from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
 from mmengine.runner import load_checkpoint
 
-from swin_backbones import CheckpointError, CheckpointMismatchError, CrossFormer, SwinTransformer, SwinTransformerV2
-from swin_backbones.registry import MODELS
+from swin_backbones import (CheckpointError, CheckpointMismatchError, CrossFormer, SwinTransformer, SwinTransformerV2,
+                            list_backbones)
+from swin_backbones.convert import identify_backbone
+from swin_backbones.registry import MODELS, registered_backbones
 
-from .conftest import assert_close, randomize_, randomize_swinv2_
+from .conftest import NECK, WholeModel, assert_close, randomize_, randomize_swinv2_, whole_model_checkpoint
 from .test_swinv2 import load_mmpretrain_swinv2
 
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
-NECK = {'neck.weight': torch.ones(4, 4, 1, 1), 'neck.bias': torch.zeros(4)}
-
-
-class WholeModel(nn.Module):
-    """What a detector or segmentor is to the loaders: a backbone under ``backbone.`` and other parts."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.neck = nn.Conv2d(4, 4, 1)
 
 
 def image(seed=1):
@@ -54,13 +46,6 @@ def authors_crossformer():
 # Each backbone with a checkpoint in another library's layout (the package's own for CrossFormer, whose
 # only published layout is the authors'), and that library's model as the reference.
 REFERENCES = {'swin-mmdet': mmdet_swin, 'swinv2-mmpretrain': mmpretrain_swinv2, 'crossformer': authors_crossformer}
-
-
-def whole_model_checkpoint(path, reference, prefix='backbone.'):
-    state = {prefix + key: value for key, value in reference.state_dict().items()}
-    state.update({prefix[:-len('backbone.')] + key: value for key, value in NECK.items()})
-    torch.save({'state_dict': state, 'meta': {'epoch': 12}}, path)
-    return state
 
 
 def load_with(loader, backbone_type, kwargs, path, state):
@@ -197,3 +182,47 @@ def test_partial_loads_need_the_opt_out_and_say_what_they_leave(tmp_path, warnin
     model.load_state_dict(NECK, strict=False)
     assert 'has no weights for SwinTransformer' in warnings_logged.pop()
     assert torch.equal(backbone.layers[1].blocks[0].mlp.fc2.weight, before)
+
+
+def test_partial_loads_drop_mis_shaped_tensors_and_load_the_rest(tmp_path, warnings_logged):
+    """With the opt-out, a tensor of the wrong shape is reported and left out, not handed to torch (whose
+    size-mismatch RuntimeError would end the load after the log said what fits is loaded)."""
+    reference, backbone_type, kwargs = mmdet_swin()
+    state = whole_model_checkpoint(tmp_path / 'whole.pth', reference)
+    state['backbone.stages.1.blocks.0.ffn.layers.1.weight'] = torch.zeros(3, 3)
+    model = WholeModel(backbone_type(**kwargs, allow_partial_loading=True))
+    before = model.backbone.layers[1].blocks[0].mlp.fc2.weight.clone()
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ['backbone.layers.1.blocks.0.mlp.fc2.weight']
+    assert 'shape mismatches (1): layers.1.blocks.0.mlp.fc2.weight: checkpoint (3, 3)' in warnings_logged.pop()
+    assert torch.equal(model.backbone.layers[1].blocks[0].mlp.fc2.weight, before)
+    assert torch.equal(model.backbone.layers[1].blocks[0].mlp.fc1.weight,
+                       state['backbone.stages.1.blocks.0.ffn.layers.0.0.weight'])
+
+
+def test_a_backbones_own_load_state_dict_takes_a_whole_models_weights(tmp_path, monkeypatch):
+    """As init_cfg=Pretrained does: the keys under ``backbone.`` of a detector's state dict; the log counts
+    the tensors loaded, not the detector's."""
+    reference, backbone_type, kwargs = mmdet_swin()
+    state = whole_model_checkpoint(tmp_path / 'whole.pth', reference)
+    logged = []
+    monkeypatch.setattr('swin_backbones.loading.print_log', lambda message, **kwargs: logged.append(message))
+    backbone = backbone_type(**kwargs)
+    backbone.load_state_dict(state, strict=True)
+    assert 'the backbone of a detector checkpoint, mmdet layout' in logged[-1]
+    assert f'{len(backbone.state_dict())} tensors' in logged[-1], logged[-1]  # not mmdet's index buffers
+    with torch.no_grad():
+        assert_close(backbone.eval()(image()), reference(image()))
+
+
+def test_other_classes_in_the_registry_are_not_backbones():
+    """A user's own module registered in the package's registry does not break the backbone lists."""
+    @MODELS.register_module()
+    class UsersNeck(nn.Module):
+        pass
+    try:
+        assert UsersNeck not in registered_backbones()
+        assert 'swin-t' in list_backbones()
+        assert identify_backbone(SwinTransformer(**SMALL).state_dict()) is SwinTransformer
+    finally:
+        MODELS.module_dict.pop('UsersNeck')

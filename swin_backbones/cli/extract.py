@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..api import create_backbone, extract_features, list_backbones, read_image_file
 from ..files import atomic_output
-from . import command_line
+from . import command_line, positive_int
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument('--backbone', default='swin-t', choices=list_backbones())
     parser.add_argument('--checkpoint', help='backbone weights in any supported layout (random without)')
     parser.add_argument('--format', default='npz', choices=['npz', 'pt'])
-    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--batch-size', type=positive_int, default=4)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--strict', action='store_true',
                         help='stop at the first image that cannot be read (default: skip it with a warning)')

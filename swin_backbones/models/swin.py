@@ -301,7 +301,7 @@ class SwinTransformer(PyramidBackbone):
 
     ``impl``: 'fast' (default) or 'plain' (the textbook operations). ``save_memory=True`` keeps less for
     backward in training (attention probabilities and MLP activations are recomputed). ``kernels``
-    overrides the kernel rules of the fast path, e.g. ``dict(attention='matmul')`` (see :mod:`.kernels`).
+    overrides the kernel rules of the fast path, e.g. ``dict(linear='aten')`` (see :mod:`.kernels`).
     """
     presets = {'swin-t': 'tiny', 'swin-s': 'small', 'swin-b': 'base', 'swin-l': 'large'}
 
