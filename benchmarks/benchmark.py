@@ -21,8 +21,9 @@ each (so a burst of load elsewhere shifts both or neither), the ratio reference 
 faster), achieved GFLOP/s (the reference's forward FLOPs, tripled for forward+backward, over the time)
 and the memory of a training step: on a CPU the activations kept for backward (distinct storages that
 autograd saved, parameters excluded), on a GPU the peak allocation of the step. ``--compare-plain`` adds
-our ``impl='plain'`` to the alternation. The closing lines give the minimum ratio, the CPU, its vector
-extensions, the threads, the load average, and the kernels the fast path runs (:mod:`swin_backbones.models.kernels`).
+our ``impl='plain'`` to the alternation. The first line names the kernels our fast path runs
+(:mod:`swin_backbones.models.kernels`); the closing lines give the minimum ratio, the CPU, its vector
+extensions, the threads and the load average.
 """
 import argparse
 import os
@@ -31,7 +32,7 @@ import sys
 import time
 import types
 from contextlib import contextmanager
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -62,11 +63,12 @@ def build_ours(name: str, **options) -> nn.Module:
     return ours
 
 
-def plain_twin(ours: nn.Module, name: str) -> nn.Module:
-    """The package's impl='plain' computation with ``ours``'s structure and weights."""
-    plain = create_backbone(name, drop_path_rate=0.0, impl='plain')
-    plain.load_state_dict(ours.state_dict())
-    return plain
+def twin(ours: nn.Module, name: str, **options) -> nn.Module:
+    """The backbone ``name`` with other ``options`` (``impl='plain'``, ``save_memory=True``, ...) and ``ours``'s
+    weights."""
+    other = create_backbone(name, drop_path_rate=0.0, **options)
+    other.load_state_dict(ours.state_dict())
+    return other
 
 
 def mmdet_swin(ours: SwinTransformer) -> nn.Module:
@@ -91,7 +93,7 @@ def reference_for(ours: nn.Module, name: str, crossformer_reference: Optional[st
         if crossformer_reference is not None:
             return authors_crossformer(crossformer_reference, ours), f"the authors' code ({crossformer_reference})"
         return PlainCrossFormer.from_model(ours), "plain_crossformer (authors' style)"
-    return plain_twin(ours, name), "impl='plain'"
+    return twin(ours, name, impl='plain'), "impl='plain'"
 
 
 # Imports of the authors' CrossFormer backbone that today's timm / mmcv 2 / mmdet 3 no longer provide.
@@ -135,6 +137,18 @@ def authors_crossformer(path: str, ours: CrossFormer) -> nn.Module:
 def synchronize(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+@contextmanager
+def exact_fp32():
+    """fp32 means fp32: no TF32 matmuls or convolutions (cuDNN's default for convolutions), which keep 10 bits
+    of mantissa where the output comparisons need the full 23."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @contextmanager
@@ -263,8 +277,8 @@ def parse_args(argv=None):
     return args
 
 
-def run(args) -> List[float]:
-    """Prints the table and the closing lines; returns the ratios reference / ours."""
+def run(args) -> None:
+    """Prints the table and the closing lines."""
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     batches = GRID_BATCHES if args.grid else (args.batch,)
@@ -277,11 +291,10 @@ def run(args) -> List[float]:
     reference, reference_name = reference_for(ours, args.model, args.crossformer_reference)
     models = {'ours': ours, 'reference': reference}
     if args.compare_plain:
-        models['plain'] = plain_twin(ours, args.model)
+        models['plain'] = twin(ours, args.model, impl='plain')
     for name, model in models.items():
         model.to(device)
         model.eval()  # mmdet's train() returns None, so no chaining
-    flop_model = reference
     if args.compile:
         models = {name: torch.compile(model) for name, model in models.items()}
     print(f'{args.model} ({ours.options.describe(device, dtype)}) vs {reference_name}, {args.dtype}, {device}, '
@@ -295,14 +308,14 @@ def run(args) -> List[float]:
         height, width = (int(v) for v in size.split('x'))
         for batch in batches:
             x = torch.randn(batch, 3, height, width, device=device)
-            with torch.inference_mode(), precision(device, dtype):
+            with torch.inference_mode(), precision(device, dtype), exact_fp32():
                 outputs = {name: model(x) for name, model in models.items()}
             difference = max(max((a.float() - b.float()).abs().max().item() for a, b in zip(outputs['ours'], outs))
                              for name, outs in outputs.items() if name != 'ours')
             del outputs
             if dtype == torch.float32 and difference > FP32_TOLERANCE:
                 raise SystemExit(f'{size}: outputs differ by {difference:.1e} (> {FP32_TOLERANCE} in fp32)')
-            flops = forward_flops(flop_model, x)
+            flops = forward_flops(reference, x)
             for mode in modes:
                 work = flops * (3 if mode == 'train' else 1)
                 times = time_steps(models, x, mode, device, dtype, args.warmup, args.runs)
@@ -327,7 +340,6 @@ def run(args) -> List[float]:
         print(f'GPU: {torch.cuda.get_device_name(device)}')
     print(f'threads {torch.get_num_threads()}, torch {torch.__version__}, load average (1/5/15 min) '
           f'{load_before} before, {_load()} after')
-    return ratios
 
 
 def main(argv=None) -> None:

@@ -12,7 +12,7 @@ tests/test_fast_paths.py covers the CPU kernels one by one). Each test records w
 import pytest
 import torch
 
-from benchmarks.benchmark import peak_memory
+from benchmarks.benchmark import exact_fp32, peak_memory
 from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
 from .conftest import FP32_REL, randomize_, randomize_swinv2_, scaled_diff
@@ -58,13 +58,10 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(autouse=True)
-def exact_fp32():
-    """fp32 means fp32 here: no TF32 matmuls or convolutions (cuDNN's default for convolutions), which keep
-    10 bits of mantissa; the fp32 comparisons and the autocast tests' fp32 reference need the full 23."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def no_tf32():
+    """The fp32 comparisons and the autocast tests' fp32 reference need full fp32 (no TF32) on GPUs."""
+    with exact_fp32():
+        yield
 
 
 def fast_and_plain(name, device, **options):

@@ -26,7 +26,6 @@ tests.jsonl and log.txt (every part's output). The exit status is 0 when every p
 failed.
 """
 import argparse
-import contextlib
 import datetime
 import importlib
 import json
@@ -174,18 +173,6 @@ def part_tests(args, record):
         sys.exit(f'pytest exited with {exit_code}')
 
 
-@contextlib.contextmanager
-def exact_fp32():
-    """No TF32 (cuDNN's default for convolutions): the fp32 comparison with the reference is in full fp32."""
-    import torch
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _benchmark_part(model_name):
     def part_benchmark(args, record):
         import torch
@@ -199,16 +186,15 @@ def _benchmark_part(model_name):
         torch.manual_seed(0)
         ours = benchmark.build_ours(name)
         reference, reference_name = benchmark.reference_for(ours, name)
-        models = {'ours': ours, 'ours save_memory': benchmark.build_ours(name, save_memory=True),
-                  'ours plain': benchmark.plain_twin(ours, name), 'reference': reference}
-        models['ours save_memory'].load_state_dict(ours.state_dict())
+        models = {'ours': ours, 'ours save_memory': benchmark.twin(ours, name, save_memory=True),
+                  'ours plain': benchmark.twin(ours, name, impl='plain'), 'reference': reference}
         for model in models.values():
             model.to(device)
             model.eval()  # mmdet's train() returns None: no chaining
         x = torch.randn(BATCH, 3, height, width, device=device)
         result = dict(model=name, reference=reference_name, size=size, batch=BATCH, dtype='bf16',
                       warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
-        with torch.inference_mode(), exact_fp32():
+        with torch.inference_mode(), benchmark.exact_fp32():
             expected = reference(x)
             result['fp32_max_abs_diff'] = {
                 label: max((a - b).abs().max().item() for a, b in zip(model(x), expected))
