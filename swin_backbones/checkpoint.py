@@ -27,7 +27,7 @@ import torch
 from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 
-from .files import atomic_output
+from .files import atomic_output, check_output_path
 
 __all__ = ['CheckpointError', 'CheckpointMismatchError', 'read_checkpoint', 'read_backbone_weights', 'backbone_weights',
            'extract_state_dict', 'unwrap_state_dict', 'whole_model_prefix', 'listed_keys',
@@ -278,8 +278,7 @@ def publish_checkpoint(source: str, destination: str) -> dict:
     checkpoint = read_checkpoint(source)
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get('state_dict'), Mapping):
         raise CheckpointError(f'{source} has no state_dict: not a checkpoint written by mmengine')
-    if os.path.exists(destination) and os.path.samefile(source, destination):
-        raise ValueError(f'refusing to overwrite the input checkpoint {source}; choose another destination')
+    check_output_path(destination, force=True, source=source)
     published = {'meta': checkpoint.get('meta', {}), 'state_dict': checkpoint['state_dict']}
     with atomic_output(destination, suffix='.pth') as temporary:
         torch.save(published, temporary)

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Type
 import torch
 
 from .checkpoint import CheckpointError, backbone_weights, read_checkpoint, unwrap_state_dict, whole_model_prefix
-from .files import atomic_output
+from .files import atomic_output, check_output_path
 from .models.base import PyramidBackbone
 from .models.swin import SwinTransformer, convert_swin_to_mmdet
 from .registry import registered_backbones
@@ -70,11 +70,7 @@ def convert_checkpoint(source: str, destination: str, prefix: Optional[str] = No
     """
     if to not in TARGET_LAYOUTS:
         raise ValueError(f'unknown target layout {to!r}; choose one of {", ".join(TARGET_LAYOUTS)}')
-    if os.path.exists(destination):
-        if os.path.exists(source) and os.path.samefile(source, destination):
-            raise ValueError(f'refusing to overwrite the input checkpoint {source}; choose another destination')
-        if not force:
-            raise FileExistsError(f'{destination} exists; pass --force (force=True) to replace it')
+    check_output_path(destination, force, source)
     checkpoint = read_checkpoint(source, weights_only=weights_only)
     whole = unwrap_state_dict(checkpoint)
     state_dict, origin = backbone_weights(whole, prefix)

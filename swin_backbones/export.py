@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .api import create_backbone, list_backbones
-from .files import atomic_output
+from .files import atomic_output, check_output_path
 from .models.base import PyramidBackbone
 from .registry import build_backbone_from_cfg, registered_backbones
 from .version import __version__
@@ -120,8 +120,7 @@ def export_onnx(backbone: PyramidBackbone, path: str, sample_size: Optional[Tupl
     """
     if exporter not in EXPORTERS:
         raise ExportError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
-    if os.path.exists(path) and not force:
-        raise ExportError(f'{path} exists; pass force=True (--force) to replace it')
+    check_output_path(path, force)
     minimum = minimum_input_size(backbone)
     height, width = sample_size or default_sample_size(backbone)
     if min(height, width) < minimum:

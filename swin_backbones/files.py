@@ -1,8 +1,19 @@
-"""Writing output files so that a reader never sees a partial one."""
+"""Writing output files so that a reader never sees a partial one, and never over one by accident."""
 import contextlib
 import os
 import tempfile
-from typing import Iterator
+from typing import Iterator, Optional
+
+
+def check_output_path(path: str, force: bool = False, source: Optional[str] = None) -> None:
+    """Refuses to write ``path`` over the input ``source`` (always) or over another existing file (unless
+    ``force``): a ValueError or a FileExistsError naming the file."""
+    if not os.path.exists(path):
+        return
+    if source is not None and os.path.exists(source) and os.path.samefile(source, path):
+        raise ValueError(f'refusing to overwrite the input {source}; choose another destination')
+    if not force:
+        raise FileExistsError(f'{path} exists; pass --force (force=True) to replace it')
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from typing import Tuple
 from ..api import list_backbones
 from ..export import (EXPORTERS, ExportError, build_backbone, check_onnx, check_sizes, default_sample_size,
                       export_onnx, minimum_input_size, output_names)
+from ..files import check_output_path
 from . import command_line
 
 
@@ -75,8 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument('--force', action='store_true', help='replace an existing output file')
     args = parser.parse_args(argv)
 
-    if os.path.exists(args.output) and not args.force:
-        raise FileExistsError(f'{args.output} exists; pass --force to replace it')
+    check_output_path(args.output, args.force)  # before the backbone is built and traced
     results = []
 
     def check(path: str) -> None:
