@@ -39,15 +39,15 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from swin_backbones import create_backbone, list_backbones
-from swin_backbones.models import CrossFormer, SwinTransformer
 from swin_backbones.models.layers import DropPath
+from swin_backbones.models.swin import convert_swin_to_mmdet
 
 from .plain_crossformer import PlainCrossFormer
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # The --grid sizes; the authors' CrossFormer code takes multiples of 32 only, so its detection size is 800x1344.
 GRID_SIZES = ('512x512', '800x1333')
-CROSSFORMER_GRID_SIZES = ('512x512', '800x1344')
+GRID_SIZES_BY_BACKBONE = {'CrossFormer': ('512x512', '800x1344')}
 GRID_BATCHES = (1, 2)
 MODES = ('forward', 'train')
 FP32_TOLERANCE = 1e-4
@@ -71,29 +71,32 @@ def twin(ours: nn.Module, name: str, **options) -> nn.Module:
     return other
 
 
-def mmdet_swin(ours: SwinTransformer) -> nn.Module:
-    """mmdet 3.3.0's SwinTransformer with ``ours``'s structure and weights (moved by mmdet's own converter)."""
+def mmdet_swin(ours: nn.Module, crossformer_reference: Optional[str] = None):
+    """mmdet 3.3.0's SwinTransformer with ``ours``'s structure and weights (strict load)."""
     from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
-    from mmdet.models.backbones.swin import swin_converter
     reference = MMDetSwin(embed_dims=ours.embed_dims, depths=ours.depths, num_heads=ours.num_heads,
-                          drop_path_rate=0.0)
-    missing, unexpected = reference.load_state_dict(
-        {k[len('backbone.'):]: v for k, v in swin_converter(ours.state_dict()).items()}, strict=False)
-    # mmdet rebuilds its relative position index buffers itself; every parameter must have been loaded.
-    if unexpected or not all(key.endswith('relative_position_index') for key in missing):
-        raise RuntimeError(f'mmdet Swin did not take our weights: missing {missing}, unexpected {unexpected}')
-    return reference
+                          window_size=ours.window_size, drop_path_rate=0.0)
+    reference.load_state_dict(convert_swin_to_mmdet(ours.state_dict()), strict=True)
+    return reference, 'mmdet 3.3.0'
 
 
-def reference_for(ours: nn.Module, name: str, crossformer_reference: Optional[str] = None):
+def crossformer_reference(ours: nn.Module, path: Optional[str] = None):
+    """The authors' CrossFormer backbone when ``path`` is given, else benchmarks.plain_crossformer."""
+    if path is not None:
+        return authors_crossformer(path, ours), f"the authors' code ({path})"
+    return PlainCrossFormer.from_model(ours), "plain_crossformer (authors' style)"
+
+
+# The reference of each backbone class, by name; any other backbone is compared with its own impl='plain'.
+REFERENCES = {'SwinTransformer': mmdet_swin, 'CrossFormer': crossformer_reference}
+
+
+def reference_for(ours: nn.Module, name: str, crossformer_path: Optional[str] = None):
     """The reference computation for ``ours`` (see the module doc) and its name."""
-    if isinstance(ours, SwinTransformer):
-        return mmdet_swin(ours), 'mmdet 3.3.0'
-    if isinstance(ours, CrossFormer):
-        if crossformer_reference is not None:
-            return authors_crossformer(crossformer_reference, ours), f"the authors' code ({crossformer_reference})"
-        return PlainCrossFormer.from_model(ours), "plain_crossformer (authors' style)"
-    return twin(ours, name, impl='plain'), "impl='plain'"
+    build = REFERENCES.get(type(ours).__name__)
+    if build is None:
+        return twin(ours, name, impl='plain'), "impl='plain'"
+    return build(ours, crossformer_path)
 
 
 # Imports of the authors' CrossFormer backbone that today's timm / mmcv 2 / mmdet 3 no longer provide.
@@ -121,7 +124,7 @@ def load_authors_module(path: str) -> types.ModuleType:
     return module
 
 
-def authors_crossformer(path: str, ours: CrossFormer) -> nn.Module:
+def authors_crossformer(path: str, ours: nn.Module) -> nn.Module:
     """The authors' CrossFormer backbone with ``ours``'s structure and weights (strict load)."""
     if ours.lda_type != 'paper' or ours.use_acl or ours.out_indices != (0, 1, 2, 3):
         raise ValueError("the authors' CrossFormer backbone has the paper's LDA, no ACL and outputs every stage")
@@ -130,7 +133,9 @@ def authors_crossformer(path: str, ours: CrossFormer) -> nn.Module:
         patch_size=[4, 8, 16, 32], embed_dim=ours.embed_dims, depths=list(ours.depths),
         num_heads=list(ours.num_heads), group_size=list(ours.group_size), crs_interval=list(ours.crs_interval),
         merge_size=[[2, 4]] * (len(ours.depths) - 1), drop_path_rate=0.0)
-    reference.load_state_dict(ours.state_dict(), strict=True)
+    # The package names the authors' layers.{i} stages.{i}; nothing else differs.
+    reference.load_state_dict({'layers.' + key[len('stages.'):] if key.startswith('stages.') else key: value
+                               for key, value in ours.state_dict().items()}, strict=True)
     return reference
 
 
@@ -250,7 +255,7 @@ def parse_args(argv=None):
     parser.add_argument('--kernels', nargs='+', metavar='DECISION=KERNEL', default=[],
                         help="our backbone's kernels option, e.g. --kernels linear=aten attention_backward=recompute")
     parser.add_argument('--grid', action='store_true',
-                        help=f'sizes {GRID_SIZES} ({CROSSFORMER_GRID_SIZES} for CrossFormer), batch {GRID_BATCHES}, '
+                        help=f'sizes {GRID_SIZES} ({GRID_SIZES_BY_BACKBONE}), batch {GRID_BATCHES}, '
                              f'modes {MODES} (overrides --sizes, --batch and --mode)')
     parser.add_argument('--sizes', nargs='+', help='HxW; default: the --grid sizes of the model')
     parser.add_argument('--batch', type=int, default=1)
@@ -286,7 +291,7 @@ def run(args) -> None:
     load_before = _load()
     torch.manual_seed(0)
     ours = build_ours(args.model, impl=args.impl, save_memory=args.save_memory, kernels=args.kernels or None)
-    grid_sizes = CROSSFORMER_GRID_SIZES if isinstance(ours, CrossFormer) else GRID_SIZES
+    grid_sizes = GRID_SIZES_BY_BACKBONE.get(type(ours).__name__, GRID_SIZES)
     sizes = grid_sizes if args.grid or not args.sizes else args.sizes
     reference, reference_name = reference_for(ours, args.model, args.crossformer_reference)
     models = {'ours': ours, 'reference': reference}
@@ -297,7 +302,7 @@ def run(args) -> None:
         model.eval()  # mmdet's train() returns None, so no chaining
     if args.compile:
         models = {name: torch.compile(model) for name, model in models.items()}
-    print(f'{args.model} ({ours.options.describe(device, dtype)}) vs {reference_name}, {args.dtype}, {device}, '
+    print(f'{args.model} ({ours.fast_path.describe(device, dtype)}) vs {reference_name}, {args.dtype}, {device}, '
           f'{args.threads} threads, fastest of {args.runs} alternating runs, torch {torch.__version__}'
           + (', both torch.compile-d' if args.compile else ''))
     plain_header = f' {"plain s":>8} {"ratio":>6} |' if args.compare_plain else ''

@@ -350,7 +350,7 @@ class PlainCrossFormer(nn.Module):
     @classmethod
     def from_model(cls, model) -> 'PlainCrossFormer':
         """Same structure as a :class:`swin_backbones.CrossFormer`, with its weights (strict load)."""
-        block = model.layers[0].blocks[0]
+        block = model.stages[0].blocks[0]
         head_dim = model.embed_dims // model.num_heads[0]
         plain = cls(in_chans=model.in_channels, embed_dim=model.embed_dims, depths=model.depths,
                     num_heads=model.num_heads, group_size=model.group_size, crs_interval=model.crs_interval,
@@ -363,7 +363,9 @@ class PlainCrossFormer(nn.Module):
                     out_indices=model.out_indices)
         parameter = next(model.parameters())
         plain.to(device=parameter.device, dtype=parameter.dtype)
-        plain.load_state_dict(model.state_dict(), strict=True)
+        # The package names the authors' layers.{i} stages.{i}; nothing else differs.
+        plain.load_state_dict({'layers.' + key[len('stages.'):] if key.startswith('stages.') else key: value
+                               for key, value in model.state_dict().items()}, strict=True)
         return plain.train(model.training)
 
     def forward(self, x) -> List[torch.Tensor]:

@@ -53,10 +53,6 @@ def create_backbone(name: str, checkpoint: Optional[str] = None, weights_only: b
     return backbone.eval()
 
 
-def _strides(backbone: PyramidBackbone) -> List[int]:
-    return [4 * 2 ** index for index in backbone.out_indices]
-
-
 def read_image_file(path: Union[str, os.PathLike]) -> np.ndarray:
     """The pixels of an image file as an (H, W, 3) uint8 RGB array; OSError if it cannot be read."""
     from PIL import Image
@@ -120,7 +116,7 @@ def extract_features(backbone: PyramidBackbone, images: Union[ImageLike, Sequenc
     by_size: Dict[tuple, List[int]] = OrderedDict()
     for index, image in enumerate(pixels):
         by_size.setdefault(tuple(image.shape[1:]), []).append(index)
-    strides = _strides(backbone)
+    strides = backbone.out_strides
     results: List[Optional[Dict[int, torch.Tensor]]] = [None] * len(pixels)
     for indices in by_size.values():
         for start in range(0, len(indices), batch_size):

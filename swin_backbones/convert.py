@@ -13,7 +13,7 @@ from .models.swin import SwinTransformer, convert_swin_to_mmdet
 from .registry import registered_backbones
 
 LAYOUT_NAME = 'swin_backbones'
-# What the converter writes: this package's layout (the authors' key names plus the output norms), or the
+# What the converter writes: this package's layout (see swin_backbones.models.swin_layouts), or the
 # layout of mmdet's and mmseg's own SwinTransformer (Swin V1 only: they have no Swin V2 or CrossFormer).
 TARGET_LAYOUTS = (LAYOUT_NAME, 'mmdet')
 

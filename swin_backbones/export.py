@@ -42,7 +42,7 @@ class ExportError(Exception):
 
 
 def output_names(backbone: PyramidBackbone) -> List[str]:
-    return [f'stride{4 * 2 ** index}' for index in backbone.out_indices]
+    return [f'stride{stride}' for stride in backbone.out_strides]
 
 
 def minimum_input_size(backbone: PyramidBackbone) -> int:

@@ -264,7 +264,7 @@ def count_flops(model_or_config, shape: Optional[Union[int, Sequence[int]]] = No
         model = build_for_counting(model_or_config, cfg_options)
     height, width = _shape_pair(default_shape(model) if shape is None else shape)
     fast = [name or type(module).__name__ for name, module in model.named_modules()
-            if isinstance(module, PyramidBackbone) and module.options.enabled]
+            if isinstance(module, PyramidBackbone) and module.fast_path.enabled]
     if fast:
         raise ValueError(f"count_flops needs this package's backbones built with impl='plain', got impl='fast' in "
                          f"{', '.join(fast)}: its fused paths use the layers' weights without calling the layers, "

@@ -13,7 +13,7 @@ from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 from swin_backbones.api import create_backbone, extract_features, list_backbones, load_image
 from swin_backbones.visualization import principal_components_rgb
 
-from .conftest import assert_close, randomize_
+from .helpers import assert_close, randomize_
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -34,8 +34,7 @@ def direct(backbone, pixels):
 
 def test_names_and_overrides():
     names = list_backbones()
-    assert names[:4] == ['swin-t', 'swin-s', 'swin-b', 'swin-l']
-    assert {'crossformer-t', 'crossformer-s', 'crossformer-b', 'crossformer-l', 'crossformer-pp-s',
+    assert {'swin-t', 'swin-s', 'swin-b', 'swin-l', 'crossformer-t', 'crossformer-s', 'crossformer-b', 'crossformer-l', 'crossformer-pp-s',
             'crossformer-pp-b', 'crossformer-pp-l'} <= set(names)
     model = create_backbone('swin-b', out_indices=(2, 3), window_size=12)
     assert isinstance(model, SwinTransformer) and not model.training
@@ -56,7 +55,7 @@ def test_this_packages_classes_under_any_default_scope(scope, tmp_path, capsys):
 
     from swin_backbones.cli import extract as extract_cli
     from swin_backbones.export import build_backbone
-    from .toy_helpers import TOY_CONFIGS
+    from .helpers import TOY_CONFIGS
     if scope is not None:
         importlib.import_module(f'{scope}.registry')
     with DefaultScope.overwrite_default_scope(scope) if scope else contextlib.nullcontext():
@@ -72,8 +71,7 @@ def test_this_packages_classes_under_any_default_scope(scope, tmp_path, capsys):
 
 
 def test_swinv2_names_windows_and_features(tmp_path):
-    names = list_backbones()
-    assert names[4:8] == ['swinv2-t', 'swinv2-s', 'swinv2-b', 'swinv2-l']
+    assert {'swinv2-t', 'swinv2-s', 'swinv2-b', 'swinv2-l'} <= set(list_backbones())
     model = randomize_(create_backbone('swinv2-t', drop_path_rate=0.0), seed=3)
     assert isinstance(model, SwinTransformerV2) and not model.training and model.window_sizes == (8,) * 4
     torch.save({'model': model.state_dict()}, tmp_path / 'swinv2.pth')

@@ -1,15 +1,15 @@
-"""Bad inputs fail at the backbone's entry with a message that names the problem and the expected form."""
+"""Bad inputs fail at the backbone's entry with a message that names the problem and the expected form, and bad
+constructor arguments with a ConfigError (a ValueError and an AssertionError) that names the argument: every
+registered backbone, then each backbone's own arguments."""
 import pytest
 import torch
 
-from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
+from swin_backbones import ConfigError
 
-SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
-BACKBONES = {
-    'swin': lambda **overrides: SwinTransformer(**{**SMALL, **overrides}),
-    'swinv2': lambda **overrides: SwinTransformerV2(**{**SMALL, **overrides}),
-    'crossformer': lambda **overrides: CrossFormer(**{**SMALL, **overrides}),
-}
+from .helpers import BACKBONES as CLASSES
+from .helpers import SMALL
+
+BACKBONES = {name: (lambda cls: lambda **overrides: cls(**{**SMALL, **overrides}))(cls) for name, cls in CLASSES.items()}
 
 
 @pytest.mark.parametrize('backbone', BACKBONES)
@@ -80,14 +80,22 @@ def test_non_finite_inputs_are_rejected_only_when_asked(backbone, bad_value):
     (dict(out_indices=()), 'out_indices'),
     (dict(frozen_stages=-2), 'frozen_stages'),
     (dict(frozen_stages=5), 'frozen_stages'),
+    (dict(in_channels=0), 'in_channels'),
     (dict(num_heads=(1, 2, 4)), 'one entry per stage'),
     (dict(num_heads=(3, 2, 4, 8)), 'divisible'),
     (dict(act_cfg=dict(type='Mystery')), 'act_cfg'),
     (dict(norm_cfg=dict(type='BN')), 'norm_cfg'),
 ])
 def test_bad_construction_arguments_are_named(backbone, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         BACKBONES[backbone](**kwargs)
+    assert isinstance(error.value, ValueError) and isinstance(error.value, AssertionError)
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+def test_unknown_arguments_are_named_with_the_ones_taken(backbone):
+    with pytest.raises(ConfigError, match=r"does not take the argument\(s\) \['windw_size'\]; it takes .*out_indices"):
+        BACKBONES[backbone](windw_size=7)
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -99,25 +107,25 @@ def test_bad_construction_arguments_are_named(backbone, kwargs, message):
     (dict(adaptive_interval=True, lda_type='paper'), 'adaptive_interval'),
 ])
 def test_bad_crossformer_arguments_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        BACKBONES['crossformer'](**kwargs)
+    with pytest.raises(ConfigError, match=message):
+        BACKBONES['CrossFormer'](**kwargs)
 
 
 @pytest.mark.parametrize('kwargs, message', [
     (dict(window_size=0), 'window_size must be a positive int'),
     (dict(window_size=-3), 'window_size must be a positive int'),
-    (dict(strides=(4, 2, 1, 2)), 'strides'),
+    (dict(strides=(2, 2, 2, 2)), 'strides'),
     (dict(pretrain_img_size=(224, 224, 224)), 'pretrain_img_size must be a positive int or a pair'),
     (dict(pretrain_img_size=(224, 224, 224), use_abs_pos_embed=True), 'pretrain_img_size'),
     (dict(pretrain_img_size=0), 'pretrain_img_size'),
     (dict(pretrain_img_size=(224.0, 224)), 'pretrain_img_size'),
 ])
 def test_bad_swin_arguments_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        BACKBONES['swin'](**kwargs)
+    with pytest.raises(ConfigError, match=message):
+        BACKBONES['SwinTransformer'](**kwargs)
 
 
 @pytest.mark.parametrize('size, grid', [(224, (56, 56)), ((224,), (56, 56)), ((96, 160), (24, 40)),
                                         ([96, 160], (24, 40))])
 def test_pretrain_img_size_forms(size, grid):
-    assert BACKBONES['swin'](pretrain_img_size=size, use_abs_pos_embed=True).pos_embed_grid == grid
+    assert BACKBONES['SwinTransformer'](pretrain_img_size=size, use_abs_pos_embed=True).pos_embed_grid == grid

@@ -13,7 +13,7 @@ from swin_backbones.cli import extract as extract_cli
 from swin_backbones.cli import toy_data as toy_data_cli
 from swin_backbones.cli import visualize as visualize_cli
 
-from .test_packaging import CONSOLE_SCRIPTS
+from .helpers import CONSOLE_SCRIPTS
 
 
 def one_error_line(capsys, *fragments):

@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 
-from .config_helpers import CONFIGS, build, build_on_meta, count_parameters, load, load_cached, read_config
+from .helpers import CONFIGS, build, build_on_meta, count_parameters, load, load_cached, read_config
 
 # Parameter counts of the whole models (80 COCO classes, 150 ADE20K classes, auxiliary heads included) as
 # published beside each result, with where each figure is printed; a config must round to every figure at

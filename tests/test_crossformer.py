@@ -13,7 +13,7 @@ import swin_backbones
 from swin_backbones import CheckpointMismatchError, CrossFormer, SwinTransformer
 from swin_backbones.models.crossformer import convert_crossformer_state_dict, detect_crossformer_layout
 
-from .conftest import assert_close, max_abs_diff, randomize_, scaled_diff
+from .helpers import assert_close, max_abs_diff, randomize_, scaled_diff, to_authors_layout
 from .crossformer_reference import reference_forward
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +72,7 @@ def test_matches_reference(case):
     x = image(batch, 3, *size)
     with torch.no_grad():
         outs = model(x)
-        expected = reference_forward(model.state_dict(), cfg, x)
+        expected = reference_forward(to_authors_layout(model.state_dict()), cfg, x)
     assert_close(outs, expected)
 
 
@@ -90,7 +90,7 @@ def test_full_arch_matches_reference(arch):
     x = image(1, 3, 224, 224)
     with torch.no_grad():
         outs = model(x)
-        expected = reference_forward(model.state_dict(), reference_cfg(structure, lda, acl), x)
+        expected = reference_forward(to_authors_layout(model.state_dict()), reference_cfg(structure, lda, acl), x)
     assert_close(outs, expected)
 
 
@@ -113,7 +113,7 @@ def test_any_size_gives_ceil_shapes(kwargs, size, batch):
 def test_small_input_does_not_change_later_inputs(kwargs):
     model = build(**kwargs)
     large, small = image(1, 3, 64, 96), image(1, 3, 20, 28, seed=2)  # small: every stage falls back
-    settings = [(stage.group_size, stage.interval) for stage in model.layers]
+    settings = [(stage.group_size, stage.interval) for stage in model.stages]
     with torch.no_grad():
         first = model(large)
         small_out = model(small)
@@ -121,7 +121,7 @@ def test_small_input_does_not_change_later_inputs(kwargs):
         fresh_small = build(**kwargs)(small)
     assert max_abs_diff(first, again) == 0
     assert max_abs_diff(small_out, fresh_small) == 0
-    assert [(stage.group_size, stage.interval) for stage in model.layers] == settings
+    assert [(stage.group_size, stage.interval) for stage in model.stages] == settings
 
 
 @pytest.mark.parametrize('backbone', ['crossformer', 'crossformer++', 'swin'])
@@ -167,7 +167,7 @@ def test_parameter_count_and_defaults(arch):
     assert (model.embed_dims, model.depths, model.num_heads) == (embed_dims, depths, heads)
     assert (model.lda_type, model.use_acl, model.adaptive_interval) == (lda, acl, False)
     assert model.group_size == (7, 7, 7, 7) and model.crs_interval == (8, 4, 2, 1)
-    assert model.layers[-1].blocks[-1].drop_path.drop_prob == pytest.approx(drop_path)
+    assert model.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(drop_path)
     assert model.num_features == [embed_dims * 2 ** i for i in range(4)]
 
 
@@ -179,15 +179,15 @@ def expected_keys(depths, acl):
     for i, depth in enumerate(depths):
         for j in range(depth):
             modules = block_modules + (['ex_conv', 'ex_ln'] if acl and (j + 1) % 3 == 0 and j < depth - 1 else [])
-            keys += [f'layers.{i}.blocks.{j}.{m}.{p}' for m in modules for p in ('weight', 'bias')]
+            keys += [f'stages.{i}.blocks.{j}.{m}.{p}' for m in modules for p in ('weight', 'bias')]
         if i < len(depths) - 1:
-            keys += [f'layers.{i}.downsample.{m}.{p}' for m in ('norm', 'reductions.0', 'reductions.1')
+            keys += [f'stages.{i}.downsample.{m}.{p}' for m in ('norm', 'reductions.0', 'reductions.1')
                      for p in ('weight', 'bias')]
     return set(keys)
 
 
 @pytest.mark.parametrize('arch', ['small', 'pp-base'])
-def test_authors_key_layout_and_shapes(arch):
+def test_key_layout_and_shapes(arch):
     model = build_on_meta(arch=arch)
     embed_dims, depths, heads, _, _, acl = ARCH_TABLE[arch]
     state = model.state_dict()
@@ -199,12 +199,12 @@ def test_authors_key_layout_and_shapes(arch):
         assert (proj.stride, proj.padding) == ((4, 4), ((k - 4) // 2, (k - 4) // 2))
     for i in range(4):
         dim = C * 2 ** i
-        assert state[f'layers.{i}.blocks.0.attn.pos.pos_proj.weight'].shape == (dim // 16, 2)
-        assert state[f'layers.{i}.blocks.0.attn.pos.pos3.2.weight'].shape == (heads[i], dim // 16)
+        assert state[f'stages.{i}.blocks.0.attn.pos.pos_proj.weight'].shape == (dim // 16, 2)
+        assert state[f'stages.{i}.blocks.0.attn.pos.pos3.2.weight'].shape == (heads[i], dim // 16)
         if i < 3:
-            assert state[f'layers.{i}.downsample.reductions.0.weight'].shape == (dim, dim, 2, 2)
-            assert state[f'layers.{i}.downsample.reductions.1.weight'].shape == (dim, dim, 4, 4)
-            assert model.layers[i].downsample.reductions[1].padding == (1, 1)
+            assert state[f'stages.{i}.downsample.reductions.0.weight'].shape == (dim, dim, 2, 2)
+            assert state[f'stages.{i}.downsample.reductions.1.weight'].shape == (dim, dim, 4, 4)
+            assert model.stages[i].downsample.reductions[1].padding == (1, 1)
 
 
 def test_arguments_are_checked():
@@ -237,7 +237,7 @@ def test_init_from_scratch():
     norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert all((m.bias == 0).all() for m in linears)
     assert all((m.weight == 1).all() and (m.bias == 0).all() for m in norms)
-    fc1 = model.layers[3].blocks[0].mlp.fc1.weight
+    fc1 = model.stages[3].blocks[0].mlp.fc1.weight
     assert 0.017 < fc1.std().item() < 0.023
 
 
@@ -274,7 +274,7 @@ def assert_same_outputs(a, b, size=(50, 70)):
 def test_loads_authors_classification_checkpoint(kwargs, tmp_path):
     source = build(seed=3, **kwargs)
     path = tmp_path / 'crossformer.pth'
-    torch.save({'model': {**source.state_dict(), **CLASSIFIER_EXTRAS}, 'epoch': 300}, path)
+    torch.save({'model': {**to_authors_layout(source.state_dict()), **CLASSIFIER_EXTRAS}, 'epoch': 300}, path)
     model = CrossFormer(**kwargs, drop_path_rate=0.0, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     assert_same_outputs(model.eval(), source)
@@ -305,7 +305,7 @@ def test_group_size_and_interval_may_differ_from_pretraining(tmp_path):
     x = image(1, 3, 64, 96)
     cfg = reference_cfg(SMALL_PP, 'pp', True, settings['group_size'], settings['crs_interval'], adaptive=True)
     with torch.no_grad():
-        assert_close(model(x), reference_forward(source.state_dict(), cfg, x))
+        assert_close(model(x), reference_forward(to_authors_layout(source.state_dict()), cfg, x))
 
 
 def test_pretrained_argument_is_deprecated_but_works(tmp_path):
@@ -355,13 +355,14 @@ def test_conversion_tool_writes_a_loadable_checkpoint(wrapping, tmp_path):
     from swin_backbones.convert import convert_checkpoint
     source = build(seed=8, **SMALL_PP)
     if wrapping == 'authors':
-        checkpoint = {'model': {**source.state_dict(), **CLASSIFIER_EXTRAS}}
+        checkpoint = {'model': {**to_authors_layout(source.state_dict()), **CLASSIFIER_EXTRAS}}
     else:
         checkpoint = {'state_dict': {**{'backbone.' + k: v for k, v in source.state_dict().items()},
                                      'rpn_head.rpn_conv.weight': torch.zeros(4, 4, 3, 3)}}
     torch.save(checkpoint, tmp_path / 'in.pth')
     conversion = convert_checkpoint(str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth'))
-    assert (conversion.backbone, conversion.source_layout) == ('CrossFormer', 'original')
+    layout = 'original' if wrapping == 'authors' else 'swin_backbones'
+    assert (conversion.backbone, conversion.source_layout) == ('CrossFormer', layout)
     assert set(torch.load(tmp_path / 'out.pth', weights_only=True)['state_dict']) == set(source.state_dict())
     model = CrossFormer(**SMALL_PP, drop_path_rate=0.0,
                         init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
@@ -370,7 +371,8 @@ def test_conversion_tool_writes_a_loadable_checkpoint(wrapping, tmp_path):
 
 
 def test_conversion_tool_command_line(tmp_path):
-    torch.save({'model': {**CrossFormer(**SMALL).state_dict(), **CLASSIFIER_EXTRAS}}, tmp_path / 'in.pth')
+    torch.save({'model': {**to_authors_layout(CrossFormer(**SMALL).state_dict()), **CLASSIFIER_EXTRAS}},
+               tmp_path / 'in.pth')
     tool = os.path.join(REPO, 'tools', 'convert_checkpoint.py')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
     result = subprocess.run([sys.executable, tool, str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth')],
@@ -381,15 +383,15 @@ def test_conversion_tool_command_line(tmp_path):
 
 def test_convert_and_detect():
     state = CrossFormer(**SMALL).state_dict()
-    converted, layout = convert_crossformer_state_dict({**state, **CLASSIFIER_EXTRAS})
+    converted, layout = convert_crossformer_state_dict({**to_authors_layout(state), **CLASSIFIER_EXTRAS})
     assert layout == 'original' and set(converted) == set(state)
-    assert CrossFormer.convert_state_dict(state)[0].keys() == state.keys()
-    assert detect_crossformer_layout(state) == 'original'
+    assert CrossFormer.convert_state_dict(state) == (state, 'swin_backbones')
+    assert detect_crossformer_layout(state) == 'swin_backbones'
     swin_state = SwinTransformer(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)).state_dict()
     assert detect_crossformer_layout(swin_state) is None
     assert CrossFormer.recognizes(state) and not CrossFormer.recognizes(swin_state)
     # Nothing but the classification extras is dropped, so foreign keys reach the strict load.
-    assert 'layers.0.blocks.0.attn.relative_position_bias_table' in convert_crossformer_state_dict(swin_state)[0]
+    assert 'stages.0.blocks.0.attn.relative_position_bias_table' in convert_crossformer_state_dict(swin_state)[0]
 
 
 # ----------------------------------------------------------------------- training-time options
@@ -421,8 +423,8 @@ def test_gradient_checkpointing_gives_equal_outputs_and_gradients(kwargs, monkey
 def test_frozen_stages(frozen_stages):
     model = CrossFormer(**SMALL, frozen_stages=frozen_stages)
     model.train()
-    frozen = ([model.patch_embed] if frozen_stages >= 0 else []) + list(model.layers[:max(frozen_stages, 0)])
-    trainable = list(model.layers[max(frozen_stages, 0):]) + ([] if frozen_stages >= 0 else [model.patch_embed])
+    frozen = ([model.patch_embed] if frozen_stages >= 0 else []) + list(model.stages[:max(frozen_stages, 0)])
+    trainable = list(model.stages[max(frozen_stages, 0):]) + ([] if frozen_stages >= 0 else [model.patch_embed])
     for module in frozen:
         assert not module.training and all(not p.requires_grad for p in module.parameters())
     for module in trainable:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from .toy_helpers import check, run
+from .helpers import check, run
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import torch
 from benchmarks.benchmark import exact_fp32, peak_memory
 from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
-from .conftest import FP32_REL, randomize_, randomize_swinv2_, scaled_diff
+from .helpers import FP32_REL, randomize_, randomize_swinv2_, scaled_diff
 
 pytestmark = pytest.mark.slow
 

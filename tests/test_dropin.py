@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
-from .conftest import WholeModel, randomize_, scaled_diff, whole_model_checkpoint
+from .helpers import WholeModel, randomize_, scaled_diff, whole_model_checkpoint
 
 PACKAGES = ('mmdet', 'mmseg')
 THEIR_TYPE = 'SwinTransformer'
@@ -161,7 +161,7 @@ def test_mmdet_test_py_with_a_checkpoint_of_mmdets_own_swin(tmp_path):
     import pickle
     import sys
 
-    from .toy_helpers import MIM_TOOLS, TOY_CONFIGS, check, make_small_toy_data, run, short_run_options
+    from .helpers import MIM_TOOLS, TOY_CONFIGS, check, make_small_toy_data, run, short_run_options
     toy_data = make_small_toy_data(str(tmp_path / 'toy_data'))
     theirs = toy_config_with(str(tmp_path), 'mmdet_swin', TOY_CONFIGS['det', 'swin'], THEIR_TYPE)
     ours = toy_config_with(str(tmp_path), 'our_swin', TOY_CONFIGS['det', 'swin'], OUR_TYPE)
@@ -192,7 +192,7 @@ def test_mmdet_test_py_with_a_checkpoint_of_mmdets_own_swin(tmp_path):
 def test_inferencers_load_a_checkpoint_of_their_own_swin(task, tmp_path):
     """DetInferencer / MMSegInferencer(weights=...) with a whole-model checkpoint of mmdet's / mmseg's Swin
     and the config switched to this package's: the backbone gives their Swin's outputs."""
-    from .toy_helpers import TOY_CONFIGS
+    from .helpers import TOY_CONFIGS
     package = 'mmdet' if task == 'det' else 'mmseg'
     theirs_cfg = Config.fromfile(toy_config_with(str(tmp_path), 'theirs', TOY_CONFIGS[task, 'swin'], THEIR_TYPE))
     model = randomize_(build(package, theirs_cfg.model), seed=3)

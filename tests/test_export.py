@@ -17,11 +17,11 @@ from swin_backbones.models.crossformer import CrossFormer  # noqa: E402
 from swin_backbones.models.swin import SwinTransformer  # noqa: E402
 from swin_backbones.models.swinv2 import SwinTransformerV2  # noqa: E402
 
-from .conftest import assert_close, randomize_, randomize_swinv2_  # noqa: E402
+from .helpers import assert_close, randomize_, randomize_swinv2_  # noqa: E402
 from swin_backbones import export as export_onnx  # noqa: E402
 from swin_backbones.cli import export_onnx as export_cli  # noqa: E402
 
-from .toy_helpers import TOY_CONFIGS  # noqa: E402
+from .helpers import TOY_CONFIGS  # noqa: E402
 
 # onnxruntime's kernels round differently from PyTorch's: measured <= 2.4e-6 of the output magnitude.
 ONNX_REL = 2e-5

@@ -1,20 +1,22 @@
-"""Each fast path computes what the plain path computes: outputs and gradients, piece by piece and for
-whole backbones (``impl='fast'`` against ``impl='plain'`` with the same weights), for every kernel the
-rules (swin_backbones.models.kernels) can select on a CPU: the tests force each one explicitly, so they do
-not depend on which the rules pick on the machine that runs them."""
+"""The fast path computes what the plain path computes: outputs and gradients, op by op (swin_backbones.models.ops)
+and for whole backbones (``impl='fast'`` against ``impl='plain'`` with the same weights, every registered backbone
+and some variants), for every kernel the rules (swin_backbones.models.ops.rules) can select on a CPU: the tests force
+each one explicitly, so they do not depend on which the rules pick on the machine that runs them. And the one
+decision between the two paths, :func:`ops.fast_kernels_apply`."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks.benchmark import peak_memory
-from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
-from swin_backbones.models import attention, kernels
-from swin_backbones.models.kernels import FastPath
-from swin_backbones.models.layers import (Mlp, fast_conv, fast_linear_applies, fused_linear, pair_bias, regroup,
-                                          space_to_depth_applies)
+from swin_backbones.models import ops
+from swin_backbones.models.grouping import pair_bias
+from swin_backbones.models.layers import DropPath, Mlp
+from swin_backbones.models.ops import FastPath, attention_kernels, rules
+from swin_backbones.models.ops.conv_kernels import space_to_depth_applies
+from swin_backbones.models.ops.linear_kernels import fused_linear
 
-from .conftest import assert_close, randomize_, randomize_swinv2_
+from .helpers import BACKBONES, SMALL, assert_close, randomize_, randomize_backbone_
 
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without oneDNN')
 LINEAR_KERNELS = [pytest.param('aten'), pytest.param('onednn', marks=onednn)]
@@ -30,9 +32,9 @@ REL = 1e-5
 
 
 def test_kernel_sets_cover_every_kernel_a_cpu_runs():
-    for name in kernels.DECISIONS:
+    for name in rules.DECISIONS:
         assert {kernel_set[name] for kernel_set in KERNEL_SETS.values()} == set(
-            kernels.available(name, torch.device('cpu'), torch.float32))
+            rules.available(name, torch.device('cpu'), torch.float32))
 
 
 def fast_path(**overrides) -> FastPath:
@@ -50,7 +52,7 @@ def gradients(fn, inputs, seed=1):
 
 def plain_attention(qkv, bias, mask, scale):
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    return attention.plain_attention_probs(q, k, bias, mask, scale) @ v
+    return attention_kernels.plain_attention_probs(q, k, bias, mask, scale) @ v
 
 
 def attention_inputs(batch, groups, length, heads=3, dim=8, mask_kind=None, seed=0):
@@ -73,7 +75,8 @@ def attention_inputs(batch, groups, length, heads=3, dim=8, mask_kind=None, seed
 def test_training_attention_kernels_match_plain(kernel, mask_kind, batch):
     qkv, bias, mask = attention_inputs(batch, groups=12, length=7 * 7, mask_kind=mask_kind)
     scale = 8 ** -0.5
-    out, grads = gradients(lambda qkv, bias: attention.attention_training(qkv, bias, mask, scale, kernel), [qkv, bias])
+    out, grads = gradients(lambda qkv, bias: attention_kernels.attention_training(qkv, bias, mask, scale, kernel),
+                           [qkv, bias])
     out_plain, grads_plain = gradients(lambda qkv, bias: plain_attention(qkv, bias, mask, scale), [qkv, bias])
     assert_close(out, out_plain, rel=REL)
     assert_close(grads, grads_plain, rel=REL)
@@ -84,11 +87,11 @@ def test_training_attention_kernels_match_plain(kernel, mask_kind, batch):
 def test_recomputing_backward_in_chunks_matches_plain(mask_kind, chunk_elements, monkeypatch):
     """Chunks of 5 groups (which do not divide the 12 groups of an image), of 2 heads of a group (which do
     not divide its 3 heads), and of a single head."""
-    monkeypatch.setattr(attention, '_BACKWARD_CHUNK_ELEMENTS', chunk_elements)
+    monkeypatch.setattr(attention_kernels, '_BACKWARD_CHUNK_ELEMENTS', chunk_elements)
     qkv, bias, mask = attention_inputs(2, groups=12, length=7 * 7, mask_kind=mask_kind)
     scale = 8 ** -0.5
-    out, grads = gradients(lambda qkv, bias: attention.attention_training(qkv, bias, mask, scale, 'recompute'),
-                           [qkv, bias])
+    out, grads = gradients(
+        lambda qkv, bias: attention_kernels.attention_training(qkv, bias, mask, scale, 'recompute'), [qkv, bias])
     out_plain, grads_plain = gradients(lambda qkv, bias: plain_attention(qkv, bias, mask, scale), [qkv, bias])
     assert_close(out, out_plain, rel=REL)
     assert_close(grads, grads_plain, rel=REL)
@@ -104,10 +107,10 @@ def test_cosine_attention_kernels_match_plain(kernel, mask_kind):
 
     def plain(qkv, bias, scale):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return attention.plain_attention_probs(q, k, bias, mask, scale, cosine=True) @ v
+        return attention_kernels.plain_attention_probs(q, k, bias, mask, scale, cosine=True) @ v
 
     def fast(qkv, bias, scale):
-        return attention.group_attention(qkv, bias, mask, scale, cosine=True, options=overrides)
+        return ops.attention(qkv, bias, mask, scale, overrides, cosine=True)
     if kernel in ('store', 'recompute'):
         out, grads = gradients(fast, [qkv, bias, scale])
         out_plain, grads_plain = gradients(plain, [qkv, bias, scale])
@@ -123,28 +126,28 @@ def test_cosine_attention_kernels_match_plain(kernel, mask_kind):
 def test_inference_attention_matches_plain(mask_kind, batch):
     qkv, bias, mask = attention_inputs(batch, groups=12, length=7 * 7, mask_kind=mask_kind)
     with torch.no_grad():
-        assert_close(attention.group_attention(qkv, bias, mask, 0.3, options=FastPath()),
+        assert_close(ops.attention(qkv, bias, mask, 0.3, FastPath()),
                      plain_attention(qkv, bias, mask, 0.3), rel=REL)
 
 
 @pytest.mark.parametrize('kernel_set', KERNEL_SET_PARAMS)
 def test_group_attention_follows_the_overrides(kernel_set, monkeypatch):
-    """group_attention runs the training kernel it is told to, whatever the rules say."""
+    """ops.attention runs the training kernel it is told to, whatever the rules say."""
     ran = []
-    monkeypatch.setattr(attention, 'attention_training', lambda *args: ran.append(args[-1]) or args[0])
+    monkeypatch.setattr(attention_kernels, 'attention_training', lambda *args: ran.append(args[-1]) or args[0])
     qkv, bias, _ = attention_inputs(1, groups=2, length=4)
     overrides = KERNEL_SETS[kernel_set]
-    attention.group_attention(qkv.requires_grad_(True), bias, None, 0.3, options=fast_path(**overrides))
+    ops.attention(qkv.requires_grad_(True), bias, None, 0.3, fast_path(**overrides))
     assert ran == [overrides['attention_backward']]
 
 
 @pytest.mark.parametrize('length, expected', [(49, 'store'), (64, 'store'), (65, 'recompute'), (1050, 'recompute')])
 def test_training_attention_follows_the_rules_and_save_memory(length, expected, monkeypatch):
     ran = []
-    monkeypatch.setattr(attention, 'attention_training', lambda *args: ran.append(args[-1]) or args[0])
+    monkeypatch.setattr(attention_kernels, 'attention_training', lambda *args: ran.append(args[-1]) or args[0])
     qkv, bias, _ = attention_inputs(1, groups=1, length=length, dim=2)
-    attention.group_attention(qkv.requires_grad_(True), bias, None, 0.3, options=FastPath())
-    attention.group_attention(qkv, bias, None, 0.3, options=FastPath(save_memory=True))
+    ops.attention(qkv.requires_grad_(True), bias, None, 0.3, FastPath())
+    ops.attention(qkv, bias, None, 0.3, FastPath(save_memory=True))
     assert ran == [expected, 'recompute']
 
 
@@ -158,10 +161,10 @@ def saved_tensor_sizes(fn):
 def test_recomputing_attention_keeps_only_qkv_for_backward():
     qkv, bias, mask = attention_inputs(2, groups=4, length=64, mask_kind='keys')
     probabilities = 8 * 3 * 64 * 64
-    stored = saved_tensor_sizes(lambda: attention.attention_training(
+    stored = saved_tensor_sizes(lambda: attention_kernels.attention_training(
         qkv.requires_grad_(True), bias.requires_grad_(True), mask, 0.3, 'store'))
     assert probabilities in stored
-    recomputed = saved_tensor_sizes(lambda: attention.attention_training(qkv, bias, mask, 0.3, 'recompute'))
+    recomputed = saved_tensor_sizes(lambda: attention_kernels.attention_training(qkv, bias, mask, 0.3, 'recompute'))
     assert recomputed and all(size < probabilities for size in recomputed)
 
 
@@ -173,11 +176,11 @@ def test_linear_kernels_in_inference_match_plain(kernel, activation):
     expected = {'none': lambda y: y, 'gelu': F.gelu, 'relu': F.relu}[activation](linear(x))
     options = fast_path(linear=kernel)
     with torch.no_grad():
-        assert fast_linear_applies(x, linear)
-        assert_close(fused_linear(x, linear, options, activation), expected, rel=REL)
+        assert ops.fast_kernels_apply(options, x, linear.weight)
+        assert_close(fused_linear(x, linear.weight, linear.bias, options, activation), expected, rel=REL)
         residual = torch.randn(2, 9, 40)
         if activation == 'none':
-            assert_close(fused_linear(x, linear, options, residual=residual), linear(x) + residual, rel=REL)
+            assert_close(ops.linear(x, linear, options, residual=residual), linear(x) + residual, rel=REL)
 
 
 @pytest.mark.parametrize('kernel', LINEAR_KERNELS)
@@ -190,12 +193,29 @@ def test_linear_kernels_in_training_match_plain(kernel):
         linear.zero_grad()
         out, grads = gradients(fn, [x, residual])
         return out, grads + [linear.weight.grad.clone(), linear.bias.grad.clone()]
-    fast = run(lambda x, residual: fused_linear(x, linear, options, residual=residual))
+    fast = run(lambda x, residual: ops.linear(x, linear, options, residual=residual))
     plain = run(lambda x, residual: linear(x) + residual)
     assert_close(fast[0], plain[0], rel=REL)
     assert_close(fast[1], plain[1], rel=REL)
     with pytest.raises(RuntimeError, match='no backward'):
-        fused_linear(x.requires_grad_(True), linear, options, 'gelu')
+        fused_linear(x.requires_grad_(True), linear.weight, linear.bias, options, 'gelu')
+
+
+@pytest.mark.parametrize('kernel', LINEAR_KERNELS)
+def test_linear_with_a_bias_tensor_of_its_own_matches_plain(kernel):
+    """Swin V2's qkv projection: its bias is built from the q and v biases, so its gradient reaches them."""
+    linear = randomize_(nn.Linear(24, 72, bias=False))
+    q_bias, v_bias = torch.randn(24, requires_grad=True), torch.randn(24, requires_grad=True)
+    x = torch.randn(2, 9, 24)
+
+    def run(fn):
+        q_bias.grad = v_bias.grad = None
+        out, (grad_x,) = gradients(lambda x: fn(x, torch.cat((q_bias, torch.zeros(24), v_bias))), [x])
+        return out, [grad_x, q_bias.grad, v_bias.grad]
+    fast = run(lambda x, bias: ops.linear(x, linear, fast_path(linear=kernel), bias=bias))
+    plain = run(lambda x, bias: F.linear(x, linear.weight, bias))
+    assert_close(fast[0], plain[0], rel=REL)
+    assert_close(fast[1], plain[1], rel=REL)
 
 
 @pytest.mark.parametrize('kernel_set', KERNEL_SET_PARAMS)
@@ -204,9 +224,9 @@ def test_linear_kernels_in_training_match_plain(kernel):
 @pytest.mark.parametrize('frozen', [False, True])
 def test_mlp_fast_matches_plain_in_training_and_inference(kernel_set, save_memory, act, frozen):
     """Stored or recomputed activation in training (also with frozen weights), fused epilogues in inference."""
-    fast = randomize_(Mlp(16, 64, act_cfg=dict(type=act), options=FastPath.from_arguments(
+    fast = randomize_(Mlp(16, 64, act_cfg=dict(type=act), fast_path=FastPath.from_arguments(
         save_memory=save_memory, kernels=KERNEL_SETS[kernel_set])))
-    plain = Mlp(16, 64, act_cfg=dict(type=act), options=FastPath.from_arguments('plain'))
+    plain = Mlp(16, 64, act_cfg=dict(type=act), fast_path=FastPath.from_arguments('plain'))
     plain.load_state_dict(fast.state_dict())
     for module in (fast, plain):
         module.requires_grad_(not frozen)
@@ -231,7 +251,7 @@ def test_mlp_fast_matches_plain_in_training_and_inference(kernel_set, save_memor
 @pytest.mark.parametrize('save_memory, copies', [(True, 1), (False, 2)])
 def test_mlp_keeps_the_hidden_activation_once_when_saving_memory(save_memory, copies):
     """save_memory keeps fc1's output for backward, not also the activated copy of it."""
-    mlp = Mlp(16, 64, options=FastPath(save_memory=save_memory))
+    mlp = Mlp(16, 64, fast_path=FastPath(save_memory=save_memory))
     x = torch.randn(2, 5, 16, requires_grad=True)
     parameters = {p.untyped_storage().data_ptr() for p in mlp.parameters()}
     hidden_sized = []
@@ -263,7 +283,7 @@ def test_strided_conv_kernels_match_plain(strided_conv, in_channels, out_channel
         conv.zero_grad()
         out, grads = gradients(fn, [x])
         return out, grads + [conv.weight.grad.clone(), conv.bias.grad.clone()]
-    fast = run(lambda x: fast_conv(x, conv, fast_path(strided_conv=strided_conv)))
+    fast = run(lambda x: ops.conv2d(x, conv, fast_path(strided_conv=strided_conv)))
     plain = run(conv)
     assert_close(fast[0], plain[0], rel=REL)
     assert_close(fast[1], plain[1], rel=REL)
@@ -275,21 +295,25 @@ def test_space_to_depth_only_where_it_applies():
     assert not space_to_depth_applies(nn.Conv2d(3, 4, 4, stride=2, padding=(1, 0)))
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
     x = torch.randn(1, 3, 9, 9)
-    assert torch.equal(fast_conv(x, conv, fast_path(strided_conv='space_to_depth')), conv(x))
+    assert torch.equal(ops.conv2d(x, conv, fast_path(strided_conv='space_to_depth')), conv(x))
 
 
-def test_regroup_gradient_matches_index_select():
+@pytest.mark.parametrize('impl', ['fast', 'plain'])
+def test_gather_rows_gradient_matches_index_select(impl):
     """The gather with a known inverse (and zeroed padding rows) has autograd's gradient of index_select."""
+    path = FastPath.from_arguments(impl)
     generator = torch.Generator().manual_seed(0)
     source = torch.randn(6, 4, generator=generator)
     index = torch.tensor([4, 0, 0, 5, 1, 3, 0, 2])  # rows 2 and 6 of the output are padding
     zero_rows = torch.tensor([False, False, True, False, False, False, True, False])
     inverse = torch.tensor([1, 4, 7, 5, 0, 3])
-    out, (grad,) = gradients(lambda s: regroup(s, index, inverse, zero_rows), [source])
+    out, (grad,) = gradients(lambda s: ops.gather_rows(s, index, path, inverse=inverse, zero_rows=zero_rows),
+                             [source])
     expected, (expected_grad,) = gradients(lambda s: s.index_select(0, index).masked_fill(zero_rows[:, None], 0),
                                            [source])
     assert torch.equal(out, expected) and torch.equal(grad, expected_grad)
-    back, (grad_back,) = gradients(lambda o: regroup(o, inverse, index, None, zero_rows), [out])
+    back, (grad_back,) = gradients(
+        lambda o: ops.gather_rows(o, inverse, path, inverse=index, inverse_zero_rows=zero_rows), [out])
     expected_back, (expected_grad_back,) = gradients(lambda o: o.index_select(0, inverse), [out])
     assert torch.equal(back, source) and torch.equal(back, expected_back)
     assert torch.equal(grad_back, expected_grad_back)
@@ -302,25 +326,24 @@ def test_pair_bias_matches_gather_then_permute():
     assert bias.is_contiguous() and torch.equal(bias, expected)
 
 
-BACKBONES = {
-    'swin': (SwinTransformer, dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
-    'swin-window5-no-qkv-bias-relu': (SwinTransformer, dict(embed_dims=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4),
-                                                            window_size=5, qkv_bias=False, act_cfg=dict(type='ReLU'))),
-    'swinv2': (SwinTransformerV2, dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-                                       window_size=(8, 8, 4, 4), pretrained_window_sizes=(0, 12, 8, 0))),
-    'swinv2-no-qkv-bias': (SwinTransformerV2, dict(embed_dims=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4),
-                                                   window_size=5, qkv_bias=False)),
-    'crossformer': (CrossFormer, dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
-    'crossformer-pp': (CrossFormer, dict(embed_dims=16, depths=(2, 2, 3, 2), num_heads=(1, 2, 2, 4), lda_type='pp',
-                                         use_acl=True)),
+# Every registered backbone with the SMALL structure, and variants that take other paths through the layers.
+VARIANTS = {
+    **{name: (name, {}) for name in BACKBONES},
+    'SwinTransformer-window5-no-qkv-bias-relu': ('SwinTransformer', dict(depths=(2, 3, 2, 1), window_size=5,
+                                                                          qkv_bias=False, act_cfg=dict(type='ReLU'))),
+    'SwinTransformerV2-pretrained-windows': ('SwinTransformerV2', dict(window_size=(8, 8, 4, 4),
+                                                                        pretrained_window_sizes=(0, 12, 8, 0))),
+    'SwinTransformerV2-window5-no-qkv-bias': ('SwinTransformerV2', dict(depths=(2, 3, 2, 1), window_size=5,
+                                                                         qkv_bias=False)),
+    'CrossFormer-pp': ('CrossFormer', dict(depths=(2, 2, 3, 2), lda_type='pp', use_acl=True)),
 }
 
 
 def fast_and_plain(name, **options):
-    cls, kwargs = BACKBONES[name]
-    fast = cls(drop_path_rate=0.0, **kwargs, **options)
-    (randomize_swinv2_ if cls is SwinTransformerV2 else randomize_)(fast)
-    plain = cls(drop_path_rate=0.0, impl='plain', **kwargs)
+    backbone, kwargs = VARIANTS[name]
+    structure = {**SMALL, 'embed_dims': 16, 'num_heads': (1, 2, 2, 4), 'drop_path_rate': 0.0, **kwargs}
+    fast = randomize_backbone_(BACKBONES[backbone](**structure, **options))
+    plain = BACKBONES[backbone](**structure, impl='plain')
     plain.load_state_dict(fast.state_dict())
     return fast, plain
 
@@ -333,7 +356,7 @@ def training_outputs_and_gradients(model, x):
 # Swin V2's input gradient passes back through cosine attention with logit scales up to 100: against a
 # float64 run, the plain path's own is off by 9e-6 of its magnitude (97 x 131, no qkv bias; the fast
 # path with space-to-depth embedding by 4e-6), so the two fp32 paths are compared to 3e-5.
-INPUT_GRAD_REL = {'swinv2': 3e-5, 'swinv2-no-qkv-bias': 3e-5}
+INPUT_GRAD_REL = {name: 3e-5 for name, (backbone, _) in VARIANTS.items() if backbone == 'SwinTransformerV2'}
 
 # (batch, H, W): 112 x 140 gives Swin (window 7) a first stage of whole windows (stored in window order,
 # shifted windows gathered) and padded later stages (stored unpadded, every window gathered).
@@ -341,7 +364,7 @@ SIZES = [(2, 97, 131), (1, 64, 96), (1, 112, 140), (1, 3, 5)]
 
 
 @pytest.mark.parametrize('kernel_set', KERNEL_SET_PARAMS)
-@pytest.mark.parametrize('name', sorted(BACKBONES))
+@pytest.mark.parametrize('name', list(VARIANTS))
 @pytest.mark.parametrize('size', SIZES)
 def test_backbone_fast_matches_plain(name, size, kernel_set):
     """Inference outputs, then training-step outputs, input gradients and every parameter gradient."""
@@ -361,7 +384,7 @@ def test_backbone_fast_matches_plain(name, size, kernel_set):
     assert all((grads[n] - grads_plain[n]).abs().max().item() <= REL * scale for n in grads_plain)
 
 
-@pytest.mark.parametrize('name', ['swin', 'swinv2', 'crossformer'])
+@pytest.mark.parametrize('name', list(BACKBONES))
 @pytest.mark.parametrize('save_memory', [False, True])
 def test_with_cp_fast_matches_plain(name, save_memory):
     fast, plain = fast_and_plain(name, with_cp=True, save_memory=save_memory)
@@ -372,7 +395,7 @@ def test_with_cp_fast_matches_plain(name, save_memory):
     assert_close(grad_x, grad_x_plain, rel=REL)
 
 
-@pytest.mark.parametrize('name', ['swin', 'crossformer'])
+@pytest.mark.parametrize('name', ['SwinTransformer', 'CrossFormer'])
 def test_save_memory_keeps_less_for_backward(name):
     """The memory claim as behaviour: the activations a training step keeps (distinct storages, measured as
     benchmarks.benchmark measures them), with save_memory against the plain path and the default."""
@@ -382,3 +405,55 @@ def test_save_memory_keeps_less_for_backward(name):
     default, _ = fast_and_plain(name)
     assert saved_bytes(fast) < 0.8 * saved_bytes(plain)
     assert saved_bytes(fast) < 0.8 * saved_bytes(default)
+
+
+# ------------------------------------------------------------------------------ the decision
+def test_fast_kernels_apply_only_where_they_compute_the_same():
+    fast, plain = FastPath(), FastPath.from_arguments('plain')
+    x, weight = torch.randn(2, 8), torch.randn(4, 8)
+    assert ops.fast_kernels_apply(fast, x, weight) and ops.fast_kernels_apply(fast, x)
+    assert not ops.fast_kernels_apply(plain, x, weight) and not ops.fast_kernels_apply(plain, x)
+    assert not ops.fast_kernels_apply(fast, x.double(), weight)  # the kernels take one dtype
+    dropout = nn.Dropout(0.1)
+    assert not ops.fast_kernels_apply(fast, x, weight, dropout)  # another dropout pattern
+    assert ops.fast_kernels_apply(fast, x, weight, dropout.eval()) and ops.fast_kernels_apply(fast, x, weight,
+                                                                                              nn.Dropout(0.0))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not ops.fast_kernels_apply(fast, x, weight)  # autocast would not cast for the kernels
+        assert ops.fast_kernels_apply(fast, x)  # the attention core computes in its input's dtype
+
+
+def test_no_fast_kernel_runs_while_a_graph_is_captured(monkeypatch):
+    """Under tracing (torch.onnx.export, torch.jit.trace) every op takes the plain path, which exporters know."""
+    ran = []
+
+    def recording(name, function):
+        def wrapper(*args, **kwargs):
+            ran.append(name)
+            return function(*args, **kwargs)
+        return wrapper
+    for name in ('group_attention', 'fused_linear', 'strided_conv2d'):
+        monkeypatch.setattr(ops, name, recording(name, getattr(ops, name)))
+    monkeypatch.setattr(ops.InvertibleRowGather, 'apply', recording('gather', ops.InvertibleRowGather.apply))
+    model, _ = fast_and_plain('SwinTransformer')
+    x = torch.randn(1, 3, 45, 61)
+    with torch.no_grad():
+        model(x)
+    assert {'group_attention', 'fused_linear'} <= set(ran)
+    ran.clear()
+    torch.jit.trace(model, x.requires_grad_(True), check_trace=False)
+    assert ran == []
+
+
+def test_residual_with_active_drop_path_is_added_after_it():
+    """residual + drop_path(branch): the epilogue cannot apply the per-sample scale, so the add runs apart."""
+    linear = randomize_(nn.Linear(8, 8))
+    drop_path = DropPath(0.5).train()
+    x, residual = torch.randn(64, 3, 8), torch.randn(64, 3, 8)
+    torch.manual_seed(0)
+    out = ops.linear(x, linear, FastPath(), residual=residual, drop_path=drop_path)
+    torch.manual_seed(0)
+    expected = residual + drop_path(linear(x))
+    assert_close(out, expected, rel=REL)
+    kept = (out - residual).flatten(1).abs().sum(1) > 0
+    assert 0 < kept.sum() < 64  # some samples dropped, some kept

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .toy_helpers import REPO, TOOLS
+from .helpers import REPO, TOOLS
 
 
 def load_gpu_check():

@@ -15,11 +15,8 @@ from swin_backbones import (CheckpointError, CheckpointMismatchError, CrossForme
 from swin_backbones.convert import identify_backbone
 from swin_backbones.registry import MODELS, registered_backbones
 
-from .conftest import NECK, WholeModel, assert_close, randomize_, randomize_swinv2_, whole_model_checkpoint
-from .test_swinv2 import load_mmpretrain_swinv2
-
-SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
-
+from .helpers import (NECK, SMALL, WholeModel, assert_close, load_mmpretrain_swinv2, randomize_, randomize_swinv2_,
+                      whole_model_checkpoint)
 
 def image(seed=1):
     return torch.randn(1, 3, 65, 97, generator=torch.Generator().manual_seed(seed))
@@ -113,7 +110,7 @@ def test_a_missing_weight_is_an_error_even_for_mmengines_non_strict_loader(tmp_p
     torch.save({'state_dict': state}, tmp_path / 'partial.pth')
     with pytest.raises(CheckpointMismatchError, match=r"under 'backbone\.' \(mmdet layout\) does not fit "
                                                       r"SwinTransformer at 'backbone':\n  missing keys \(1\): "
-                                                      r'layers\.1\.blocks\.0\.mlp\.fc2\.weight'):
+                                                      r'stages\.1\.blocks\.0\.mlp\.fc2\.weight'):
         load_checkpoint(WholeModel(backbone_type(**kwargs)), str(tmp_path / 'partial.pth'))
 
 
@@ -139,7 +136,7 @@ def test_non_finite_weights_are_an_error(tmp_path):
     reference, backbone_type, kwargs = mmdet_swin()
     state = whole_model_checkpoint(tmp_path / 'whole.pth', reference)
     state['backbone.stages.0.blocks.1.attn.w_msa.qkv.weight'][0, 0] = float('inf')
-    with pytest.raises(CheckpointError, match=r'non-finite values .*layers\.0\.blocks\.1\.attn\.qkv\.weight'):
+    with pytest.raises(CheckpointError, match=r'non-finite values .*stages\.0\.blocks\.1\.attn\.qkv\.weight'):
         WholeModel(backbone_type(**kwargs)).load_state_dict(state, strict=False)
 
 
@@ -170,18 +167,18 @@ def test_partial_loads_need_the_opt_out_and_say_what_they_leave(tmp_path, warnin
     del state['backbone.stages.1.blocks.0.ffn.layers.1.weight']
     backbone = MODELS.build(dict(type='SwinTransformer', **kwargs, allow_partial_loading=True))  # as from a config
     model = WholeModel(backbone)
-    before = backbone.layers[1].blocks[0].mlp.fc2.weight.clone()
+    before = backbone.stages[1].blocks[0].mlp.fc2.weight.clone()
     result = model.load_state_dict(state, strict=False)
-    assert result.missing_keys == ['backbone.layers.1.blocks.0.mlp.fc2.weight']
-    assert 'missing keys (1): layers.1.blocks.0.mlp.fc2.weight' in warnings_logged.pop()
-    assert torch.equal(backbone.layers[1].blocks[0].mlp.fc2.weight, before)
-    assert torch.equal(backbone.layers[1].blocks[0].mlp.fc1.weight,
+    assert result.missing_keys == ['backbone.stages.1.blocks.0.mlp.fc2.weight']
+    assert 'missing keys (1): stages.1.blocks.0.mlp.fc2.weight' in warnings_logged.pop()
+    assert torch.equal(backbone.stages[1].blocks[0].mlp.fc2.weight, before)
+    assert torch.equal(backbone.stages[1].blocks[0].mlp.fc1.weight,
                        state['backbone.stages.1.blocks.0.ffn.layers.0.0.weight'])
     # Only the other parts: the backbone keeps its weights, and the log says so.
     model.backbone.allow_partial_loading = True
     model.load_state_dict(NECK, strict=False)
     assert 'has no weights for SwinTransformer' in warnings_logged.pop()
-    assert torch.equal(backbone.layers[1].blocks[0].mlp.fc2.weight, before)
+    assert torch.equal(backbone.stages[1].blocks[0].mlp.fc2.weight, before)
 
 
 def test_partial_loads_drop_mis_shaped_tensors_and_load_the_rest(tmp_path, warnings_logged):
@@ -191,12 +188,12 @@ def test_partial_loads_drop_mis_shaped_tensors_and_load_the_rest(tmp_path, warni
     state = whole_model_checkpoint(tmp_path / 'whole.pth', reference)
     state['backbone.stages.1.blocks.0.ffn.layers.1.weight'] = torch.zeros(3, 3)
     model = WholeModel(backbone_type(**kwargs, allow_partial_loading=True))
-    before = model.backbone.layers[1].blocks[0].mlp.fc2.weight.clone()
+    before = model.backbone.stages[1].blocks[0].mlp.fc2.weight.clone()
     result = model.load_state_dict(state, strict=False)
-    assert result.missing_keys == ['backbone.layers.1.blocks.0.mlp.fc2.weight']
-    assert 'shape mismatches (1): layers.1.blocks.0.mlp.fc2.weight: checkpoint (3, 3)' in warnings_logged.pop()
-    assert torch.equal(model.backbone.layers[1].blocks[0].mlp.fc2.weight, before)
-    assert torch.equal(model.backbone.layers[1].blocks[0].mlp.fc1.weight,
+    assert result.missing_keys == ['backbone.stages.1.blocks.0.mlp.fc2.weight']
+    assert 'shape mismatches (1): stages.1.blocks.0.mlp.fc2.weight: checkpoint (3, 3)' in warnings_logged.pop()
+    assert torch.equal(model.backbone.stages[1].blocks[0].mlp.fc2.weight, before)
+    assert torch.equal(model.backbone.stages[1].blocks[0].mlp.fc1.weight,
                        state['backbone.stages.1.blocks.0.ffn.layers.0.0.weight'])
 
 

@@ -10,7 +10,7 @@ import pytest
 from swin_backbones.flops import DETECTION_SHAPE, SEGMENTATION_SHAPE
 from swin_backbones.model_index import count_model, input_size, load_model_index, published_flops_options
 
-from .toy_helpers import REPO
+from .helpers import REPO
 
 INDEX = osp.join(REPO, 'model-index.yml')
 MODELS = load_model_index(INDEX)['Models']

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from .toy_helpers import (TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
+from .helpers import (TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
                           short_run_options, train_iterations)
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import yaml
 
 import swin_backbones
 
-from .toy_helpers import MIM_TOOLS, REPO, check, short_run_options, train_iterations
+from .helpers import MIM_TOOLS, REPO, check, short_run_options, train_iterations
 
 
 def _console_scripts():

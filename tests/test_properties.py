@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
 
-from .conftest import assert_close, randomize_, randomize_swinv2_
+from .helpers import assert_close, randomize_, randomize_swinv2_
 
 # Derandomized: CI explores the same examples on every run, so a failure is reproducible.
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
@@ -29,7 +29,7 @@ def check_pyramid_properties(model, plain, batch, height, width):
         alone = [model(x[i:i + 1]) for i in range(batch)]
         plain_outs = plain(x)
     assert_close(outs, plain_outs)
-    for out, channels, stride in zip(outs, model.num_features, (4, 8, 16, 32)):
+    for out, channels, stride in zip(outs, model.num_features, model.out_strides):
         assert out.shape == (batch, channels, math.ceil(height / stride), math.ceil(width / stride))
         assert torch.isfinite(out).all()
     assert all(torch.equal(a, b) for a, b in zip(outs, again))

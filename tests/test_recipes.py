@@ -31,7 +31,9 @@ import re
 import pytest
 from mmengine.registry import MODELS
 
-from .config_helpers import build_on_meta, load_cached
+from swin_backbones import PyramidBackbone
+
+from .helpers import build_on_meta, load_cached
 
 # ------------------------------------------------------------------------------------ shared values
 IMAGENET_MEAN_STD = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
@@ -453,8 +455,9 @@ def _backbone(cfg, name):
     resolves to (embed_dims, depths, heads; CrossFormer's grouping per stage), read from the built backbone."""
     arguments = dict(cfg.model.backbone)
     cls = MODELS.get(arguments.pop('type'))
-    settings = {k: p.default for k, p in inspect.signature(cls).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    # The arguments every backbone takes are PyramidBackbone's, passed on through the subclass's **common.
+    settings = {k: p.default for signature in (inspect.signature(PyramidBackbone), inspect.signature(cls))
+                for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
     settings.update({k: v for k, v in arguments.items() if k not in ('init_cfg', 'arch')})
     backbone = build_on_meta(name).backbone
     settings.update(type=cls.__name__, embed_dims=backbone.embed_dims, depths=backbone.depths,

@@ -1,37 +1,25 @@
-"""Swin numerics against mmdet 3.3.0's own SwinTransformer, weights moved with mmdet's own converter."""
+"""Swin numerics against mmdet 3.3.0's own SwinTransformer holding the same weights (our layout is mmdet's up to
+the names inside a block, so each tensor is moved by name, unchanged)."""
 import math
 
 import pytest
 import torch
 from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
-from mmdet.models.backbones.swin import swin_converter
 
-from swin_backbones import SwinTransformer
+from swin_backbones import ConfigError, SwinTransformer
 from swin_backbones.models.swin import ARCH_SETTINGS
 
-from .conftest import assert_close, max_abs_diff, randomize_
+from .helpers import SMALL, assert_close, max_abs_diff, mmdet_swin_twin, randomize_, to_mmdet_keys
 
 # Gradients sum over many more terms than outputs, and each parameter's is compared to its own magnitude.
 GRADIENT_REL = 1e-4
-SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
-
-
-def to_mmdet_keys(state_dict):
-    """Our (the authors') layout -> mmdet's, through mmdet's own converter."""
-    return {key[len('backbone.'):]: value for key, value in swin_converter(state_dict).items()}
 
 
 def paired_models(seed=0, **kwargs):
     """Our Swin with random weights and mmdet's with the same weights, both in eval mode."""
     kwargs.setdefault('drop_path_rate', 0.0)
-    ours = randomize_(SwinTransformer(**kwargs), seed)
-    reference = MMDetSwin(**kwargs)
-    missing, unexpected = reference.load_state_dict(to_mmdet_keys(ours.state_dict()), strict=False)
-    assert not unexpected
-    assert all(key.endswith('relative_position_index') for key in missing)  # derived buffers
-    ours.eval()
-    reference.eval()
-    return ours, reference
+    ours = randomize_(SwinTransformer(**kwargs), seed).eval()
+    return ours, mmdet_swin_twin(ours, **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -101,8 +89,7 @@ def test_gradients_match_mmdet():
     input_grad, param_grads = _grads(ours, x)
     ref_input_grad, ref_param_grads = _grads(reference, x)
     assert_close(input_grad, ref_input_grad, rel=GRADIENT_REL)
-    # The converter permutes the merging weights; gradients are permuted the same way.
-    converted = to_mmdet_keys(param_grads)
+    converted = to_mmdet_keys(param_grads, buffers=False)
     assert set(converted) == set(ref_param_grads)
     assert_close([converted[k] for k in sorted(converted)], [ref_param_grads[k] for k in sorted(converted)],
                  rel=GRADIENT_REL)
@@ -144,9 +131,9 @@ def test_frozen_stages_match_mmdet(frozen_stages):
     reference.train()
     frozen = {name: param for name, param in ours.named_parameters() if not param.requires_grad}
     ref_frozen = {name for name, param in reference.named_parameters() if not param.requires_grad}
-    assert set(to_mmdet_keys(frozen)) == ref_frozen
+    assert set(to_mmdet_keys(frozen, buffers=False)) == ref_frozen
     assert bool(frozen) == (frozen_stages >= 0)
-    for index, stage in enumerate(ours.layers):
+    for index, stage in enumerate(ours.stages):
         assert all(m.training == (index >= frozen_stages) for m in stage.modules())
     assert ours.patch_embed.training == (frozen_stages < 0)
     # Frozen parameters get no gradient; the others do.
@@ -187,7 +174,10 @@ def test_arch_sets_sizes_and_conflicts_are_errors():
     (dict(out_indices=(4,)), 'out_indices'),
     (dict(out_indices=(1, 1)), 'out_indices'),
     (dict(frozen_stages=5), 'frozen_stages'),
-    (dict(strides=(4, 2, 1, 2)), 'strides'),
+    (dict(strides=(2, 2, 2, 2)), 'strides'),
+    (dict(strides=(4, 2, 2)), 'strides'),
+    (dict(strides=(4, 0, 2, 2)), 'strides'),
+    (dict(pretrain_img_size=(224, 224, 224)), 'pretrain_img_size'),
     (dict(window_size=0), 'window_size'),
     (dict(depths=(2, 2, 2), num_heads=(1, 2, 4, 8), embed_dims=32, strides=(4, 2, 2)), 'one entry per stage'),
     (dict(embed_dims=30, num_heads=(4, 8, 16, 32)), 'divisible'),
@@ -196,5 +186,18 @@ def test_arch_sets_sizes_and_conflicts_are_errors():
     (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')), 'same time'),
 ])
 def test_bad_construction_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         SwinTransformer(**kwargs)
+    # Code written against mmdet, which asserts, catches these as AssertionError; ours as ValueError.
+    assert isinstance(error.value, AssertionError) and isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize('strides', [(4, 2, 2, 1), (4, 1, 2, 2), (4, 1, 1, 1), (4, 3, 2, 2)])
+def test_every_strides_mmdet_accepts_matches_mmdet(strides):
+    ours, reference = paired_models(seed=6, **SMALL, strides=strides, window_size=5)
+    x = torch.randn(2, 3, 75, 61, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        outs, expected = ours(x), reference(x)
+    assert [o.shape for o in outs] == [e.shape for e in expected]
+    assert_close(outs, expected)
+    assert ours.out_strides == [4 * math.prod(strides[1:i + 1]) for i in range(4)]

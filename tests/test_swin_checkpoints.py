@@ -11,10 +11,9 @@ from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
 from mmengine.config import ConfigDict
 
 from swin_backbones import CheckpointError, CheckpointMismatchError, SwinTransformer
-from swin_backbones.models.layers import relative_position_index
+from swin_backbones.models.grouping import relative_position_index
 
-from .conftest import assert_close, max_abs_diff, randomize_
-from .test_swin import SMALL
+from .helpers import SMALL, assert_close, max_abs_diff, randomize_, to_authors_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +32,7 @@ def outputs(model, seed=0, size=(70, 93)):
 
 def authors_release(model):
     """The authors' classification release of ``model``: no output norms; head, final norm, index buffers."""
-    state = {key: value for key, value in model.state_dict().items() if not key.startswith('norm')}
+    state = {key: value for key, value in to_authors_layout(model.state_dict()).items() if not key.startswith('norm')}
     index = relative_position_index(model.window_size, model.window_size)
     for i, depth in enumerate(model.depths):
         for j in range(depth):
@@ -107,7 +106,7 @@ def test_whole_model_checkpoints_say_what_they_are(source, tmp_path, load_messag
     state.update({key: torch.zeros(1) for key in other_parts})
     torch.save({'state_dict': state}, tmp_path / 'whole.pth')
     model = loaded(tmp_path / 'whole.pth')
-    assert f'({origin}, original layout' in load_messages.pop()
+    assert f'({origin}, swin_backbones layout' in load_messages.pop()
     assert max_abs_diff(outputs(model), outputs(source)) == 0
 
 
@@ -149,7 +148,7 @@ def test_window_change_resizes_bias_tables_like_mmdet(source, tmp_path):
     reference = MMDetSwin(**SMALL, window_size=12, drop_path_rate=0.0, convert_weights=True,
                           init_cfg=ConfigDict(type='Pretrained', checkpoint=str(tmp_path / 'w7_for_mmdet.pth')))
     reference.init_weights()
-    table = ours.layers[0].blocks[0].attn.relative_position_bias_table
+    table = ours.stages[0].blocks[0].attn.relative_position_bias_table
     assert table.shape == (23 * 23, 1)
     assert_close(outputs(ours), outputs(reference))
 
@@ -173,10 +172,10 @@ def test_other_architecture_is_refused_with_key_lists(tmp_path):
     with pytest.raises(CheckpointMismatchError) as error:
         loaded(tmp_path / 'deeper.pth')
     message = str(error.value)
-    assert 'unexpected keys' in message and 'layers.2.blocks.3.norm1.weight' in message
+    assert 'unexpected keys' in message and 'stages.2.blocks.3.norm1.weight' in message
     assert 'shape mismatches' in message and 'patch_embed.proj.weight: checkpoint (64, 3, 4, 4)' in message
     torch.save(SwinTransformer(**SMALL).state_dict(), tmp_path / 'small.pth')
-    with pytest.raises(CheckpointMismatchError, match='missing keys .*layers.2.blocks.2.attn.qkv.weight'):
+    with pytest.raises(CheckpointMismatchError, match='missing keys .*stages.2.blocks.2.attn.qkv.weight'):
         SwinTransformer(**deeper).load_pretrained(str(tmp_path / 'small.pth'))
 
 
@@ -192,7 +191,7 @@ def test_missing_block_is_refused(source, tmp_path):
     state = authors_release(source)['model']
     del state['layers.1.blocks.1.mlp.fc2.weight']
     torch.save(state, tmp_path / 'partial.pth')
-    with pytest.raises(CheckpointMismatchError, match=r'missing keys \(1\): layers.1.blocks.1.mlp.fc2.weight'):
+    with pytest.raises(CheckpointMismatchError, match=r'missing keys \(1\): stages.1.blocks.1.mlp.fc2.weight'):
         loaded(tmp_path / 'partial.pth')
 
 
@@ -200,7 +199,7 @@ def test_nan_weights_are_refused(source, tmp_path):
     state = authors_release(source)['model']
     state['layers.0.blocks.0.attn.qkv.weight'][0, 0] = float('nan')
     torch.save(state, tmp_path / 'nan.pth')
-    with pytest.raises(CheckpointError, match='non-finite .*layers.0.blocks.0.attn.qkv.weight'):
+    with pytest.raises(CheckpointError, match='non-finite .*stages.0.blocks.0.attn.qkv.weight'):
         loaded(tmp_path / 'nan.pth')
 
 
@@ -339,7 +338,8 @@ def test_convert_to_mmdet_and_back(tmp_path, capsys):
     backbone = {key[len('backbone.'):]: value for key, value in written['state_dict'].items()
                 if key.startswith('backbone.')}
     # mmdet's own converter (authors' layout -> mmdet's) agrees on every tensor it writes.
-    expected = {key[len('backbone.'):]: value for key, value in swin_converter(ours.state_dict()).items()}
+    expected = {key[len('backbone.'):]: value
+                for key, value in swin_converter(to_authors_layout(ours.state_dict())).items()}
     assert set(backbone) - set(expected) == {key for key in backbone if key.endswith('relative_position_index')}
     assert all(torch.equal(backbone[key], value) for key, value in expected.items())
     reference = MMDetSwin(**SMALL, window_size=5, drop_path_rate=0.0)

@@ -1,23 +1,17 @@
 """Swin Transformer V2 numerics against the plainly written reference of docs/design.md ("Swin Transformer V2")
-(tests/swinv2_reference.py) and against mmpretrain 1.2.0's own SwinTransformerV2 (``pad_small_map=True``), plus the
-constructor."""
-import importlib
-import importlib.util
+(tests/swinv2_reference.py, in the authors' layout) and against mmpretrain 1.2.0's own SwinTransformerV2, plus the
+constructor, which takes mmpretrain's arguments with mmpretrain's meaning."""
 import math
-import os
-import sys
-import types
 
 import pytest
 import torch
 
-from swin_backbones import SwinTransformerV2
+from swin_backbones import ConfigError, SwinTransformerV2
 from swin_backbones.models.swinv2 import convert_swinv2_state_dict
 
-from .conftest import assert_close, randomize_swinv2_
+from .helpers import SMALL, assert_close, load_mmpretrain_swinv2, randomize_swinv2_, to_authors_layout
 from .swinv2_reference import reference_forward
 
-SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 GRAD_REL = 5e-5
 
 
@@ -27,7 +21,7 @@ def v2_model(seed=0, **kwargs):
 
 
 def reference(model, image):
-    return reference_forward(dict(model.named_parameters()), image, model.depths, model.num_heads,
+    return reference_forward(to_authors_layout(dict(model.named_parameters())), image, model.depths, model.num_heads,
                              model.window_sizes, model.pretrained_window_sizes, model.out_indices)
 
 
@@ -80,7 +74,7 @@ def test_gradients_match_reference(impl):
     ref_x = x.detach().clone().requires_grad_(True)
     ref_params = {name: param.detach().clone().requires_grad_(True) for name, param in params.items()}
     ref_grads = torch.autograd.grad(
-        loss(reference_forward(ref_params, ref_x, model.depths, model.num_heads, model.window_sizes,
+        loss(reference_forward(to_authors_layout(ref_params), ref_x, model.depths, model.num_heads, model.window_sizes,
                                model.pretrained_window_sizes, model.out_indices)), [ref_x, *ref_params.values()])
     # Backward through eight blocks of sharp softmaxes (logit scales up to 100) amplifies rounding: a looser
     # bound than for outputs, still far below what a wrong term changes.
@@ -104,34 +98,6 @@ def test_any_size_gives_ceil_shapes_and_batch_items_do_not_mix():
 
 
 # ------------------------------------------------------------------------------------ mmpretrain
-def load_mmpretrain_swinv2():
-    """mmpretrain 1.2.0's SwinTransformerV2 class, imported without running mmpretrain's package __init__
-    files (they import its whole API, which needs packages a backbone does not: importlib_metadata,
-    transformers ...): its packages are stood in for by empty ones, filled with what the backbone imports."""
-    spec = importlib.util.find_spec('mmpretrain')
-    if spec is None:
-        pytest.skip('mmpretrain is not installed (tools/install.sh installs mmpretrain==1.2.0 without dependencies)')
-    root = os.path.dirname(spec.origin)
-    saved = {name: sys.modules.get(name) for name in ('mmpretrain', 'mmpretrain.models', 'mmpretrain.models.utils',
-                                                       'mmpretrain.models.backbones')}
-    try:
-        for name in saved:
-            package = types.ModuleType(name)
-            package.__path__ = [os.path.join(root, *name.split('.')[1:])]
-            sys.modules[name] = package
-        utils = sys.modules['mmpretrain.models.utils']
-        for module in ('attention', 'embed', 'helpers'):
-            module = importlib.import_module(f'mmpretrain.models.utils.{module}')
-            utils.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith('_')})
-        return importlib.import_module('mmpretrain.models.backbones.swin_transformer_v2').SwinTransformerV2
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
 @pytest.fixture(scope='module')
 def mmpretrain_swinv2():
     return load_mmpretrain_swinv2()
@@ -158,30 +124,60 @@ def test_matches_mmpretrain_with_pad_small_map(mmpretrain_swinv2, window_size, p
 
 
 # ------------------------------------------------------------------------------------ arguments
-def test_arch_sets_sizes_and_default_window():
+def mmpretrain_twin(mmpretrain_swinv2, ours, **theirs_kwargs):
+    """mmpretrain's SwinTransformerV2 built with ``theirs_kwargs``, holding ``ours``'s weights (converted from
+    ours to mmpretrain's names through the package's converter run backwards: the converter maps each
+    mmpretrain key to one of ours, and every tensor of each model must have a place in the other)."""
+    theirs = mmpretrain_swinv2(**theirs_kwargs)
+    theirs.eval()  # not chained: mmpretrain's train() returns None
+    names = {}
+    for key in theirs.state_dict():
+        converted, _ = convert_swinv2_state_dict({key: torch.empty(0), 'stages.0.blocks.0.attn.w_msa.x': None})
+        names.update({key: name for name in converted if name != 'stages.0.blocks.0.attn.x'})
+    ours_state = ours.state_dict()
+    theirs_state = {key: ours_state[name] for key, name in names.items() if name in ours_state}
+    missing, unexpected = theirs.load_state_dict(theirs_state, strict=False)
+    assert not unexpected and all(key.endswith(('relative_position_index', 'relative_coords_table'))
+                                  for key in missing), missing
+    return theirs
+
+
+def test_arch_names_and_dicts_as_mmpretrain():
     with torch.device('meta'):  # structure only: no weights allocated
-        assert SwinTransformerV2(arch='small').window_sizes == (8, 8, 8, 8)
-        large = SwinTransformerV2(arch='large')
-        assert (large.embed_dims, large.depths, large.num_heads) == (192, (2, 2, 18, 2), (6, 12, 24, 48))
-        assert large.window_sizes == (12, 12, 12, 12)
-        assert large.layers[3].blocks[1].attn.relative_position_index.shape == (144, 144)
-        assert SwinTransformerV2(arch='large', window_size=16).window_sizes == (16, 16, 16, 16)
+        for name, full in [('t', 'tiny'), ('S', 'small'), ('b', 'base'), ('l', 'large')]:
+            short, long = SwinTransformerV2(arch=name), SwinTransformerV2(arch=full)
+            assert (short.embed_dims, short.depths, short.num_heads) == (long.embed_dims, long.depths, long.num_heads)
+        custom = SwinTransformerV2(arch=dict(embed_dims=64, depths=[2, 2, 4, 2], num_heads=[2, 4, 8, 16],
+                                             extra_norm_every_n_blocks=0))
+        assert (custom.embed_dims, custom.depths, custom.num_heads) == (64, (2, 2, 4, 2), (2, 4, 8, 16))
+        # mmpretrain's window default is 8 for every arch, large included.
+        assert SwinTransformerV2(arch='large').window_sizes == (8, 8, 8, 8)
+        assert SwinTransformerV2(arch='large', window_size=12).stages[3].blocks[1].attn.relative_position_index.shape \
+            == (144, 144)
         assert SwinTransformerV2(arch='base', window_size=(16, 16, 16, 8), pretrained_window_sizes=(12, 12, 12, 6)) \
             .position_bias_normalisers == (12, 12, 12, 6)
         assert SwinTransformerV2(arch='tiny', pretrained_window_sizes=(0, 6, 0, 12)).position_bias_normalisers == \
             (8, 6, 8, 12)
 
 
-@pytest.mark.parametrize('arch, parameters', [('tiny', 27_579_498), ('small', 48_960_762), ('base', 86_895_608),
-                                              ('large', 195_205_620)])
-def test_arch_parameter_counts(arch, parameters):
-    """The README's counts; equal to mmpretrain 1.2.0's SwinTransformerV2 with out_indices (0, 1, 2, 3)."""
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'large'])
+def test_arch_parameter_counts_equal_mmpretrain(mmpretrain_swinv2, arch):
     with torch.device('meta'):
-        assert sum(p.numel() for p in SwinTransformerV2(arch=arch).parameters()) == parameters
+        ours = SwinTransformerV2(arch=arch)
+    theirs = mmpretrain_swinv2(arch=arch, out_indices=(0, 1, 2, 3))  # on the CPU: it calls .item() while building
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(arch='huge'), 'unknown Swin V2 arch'),
+    (dict(arch='huge'), 'huge and giant'),
+    (dict(arch='g'), 'huge and giant'),
+    (dict(arch='enormous'), 'unknown Swin V2 arch'),
+    (dict(arch=dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))), 'exactly the keys'),
+    (dict(arch=dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), extra_norm_every_n_blocks=6)),
+     'extra_norm_every_n_blocks must be 0'),
+    (dict(arch=dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), extra_norm_every_n_blocks=0),
+          embed_dims=64), 'conflicts'),
+    (dict(arch=['tiny']), 'arch must be'),
     (dict(arch='base', embed_dims=96), 'conflicts'),
     (dict(window_size=0), 'window_size must be a positive int'),
     (dict(window_size=(8, 8, 8)), 'window_size must be a positive int or one positive int per stage'),
@@ -189,14 +185,89 @@ def test_arch_parameter_counts(arch, parameters):
     (dict(pretrained_window_sizes=(8, 8)), 'pretrained_window_sizes'),
     (dict(window_size=1), 'a window of 1 has no offsets'),
     (dict(out_indices=(4,)), 'out_indices'),
-    (dict(frozen_stages=5), 'frozen_stages'),
+    (dict(frozen_stages=4), 'counts as mmpretrain does'),
     (dict(embed_dims=30, num_heads=(4, 8, 16, 32)), 'divisible'),
     (dict(impl='fused'), 'impl must be one of'),
     (dict(norm_cfg=dict(type='BN')), 'norm_cfg'),
+    (dict(interpolate_mode='area'), 'interpolate_mode'),
+    (dict(img_size=(256, 256, 3)), 'img_size'),
+    (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(ffn_drop=0.1)))), r'block_cfgs=.*not supported'),
+    (dict(stage_cfgs=dict(downsample_cfg=dict(use_post_norm=False))), 'downsample_cfg'),
+    (dict(stage_cfgs=dict(mystery=1)), "'mystery' is not supported"),
+    (dict(stage_cfgs=[dict()] * 3), 'one dict per stage'),
+    (dict(patch_cfg=dict(kernel_size=7)), 'kernel_size=7'),
+    (dict(patch_cfg=dict(conv_type='Conv3d')), 'conv_type'),
+    (dict(unknown_argument=1), "does not take the argument"),
 ])
 def test_bad_construction_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         SwinTransformerV2(**kwargs)
+    assert isinstance(error.value, AssertionError)  # mmpretrain asserts: code catching that catches ours
+
+
+def test_mmpretrain_arguments_that_describe_this_model_are_accepted(mmpretrain_swinv2):
+    kwargs = dict(arch='t', img_size=224, window_size=[8, 8, 8, 8], drop_rate=0., drop_path_rate=0.2,
+                  out_indices=(0, 1, 2, 3), use_abs_pos_embed=False, interpolate_mode='bicubic', with_cp=False,
+                  frozen_stages=-1, norm_eval=True, pad_small_map=True, norm_cfg=dict(type='LN'),
+                  stage_cfgs=dict(downsample_cfg=dict(use_post_norm=True)),
+                  patch_cfg=dict(padding='corner', conv_type='Conv2d'), pretrained_window_sizes=[0, 0, 0, 0])
+    ours = randomize_swinv2_(SwinTransformerV2(**kwargs)).eval()
+    theirs = mmpretrain_twin(mmpretrain_swinv2, ours, **kwargs)
+    x = image(1, 97, 130)
+    with torch.no_grad():
+        assert_close(ours(x), theirs(x))
+    assert ours.norm_eval and ours.train().training  # no BatchNorm: norm_eval changes nothing, as in mmpretrain
+
+
+@pytest.mark.parametrize('mode', ['bicubic', 'bilinear'])
+def test_absolute_position_embedding_matches_mmpretrain(mmpretrain_swinv2, mode):
+    kwargs = dict(arch=dict(SMALL, extra_norm_every_n_blocks=0), img_size=(96, 128), use_abs_pos_embed=True,
+                  interpolate_mode=mode, pad_small_map=True, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    ours = randomize_swinv2_(SwinTransformerV2(**kwargs), seed=2).eval()
+    assert ours.absolute_pos_embed.shape == (1, 24 * 32, 32)
+    theirs = mmpretrain_twin(mmpretrain_swinv2, ours, **kwargs)
+    for size in [(1, 96, 128), (2, 75, 113)]:
+        x = image(*size)
+        with torch.no_grad():
+            assert_close(ours(x), theirs(x))
+
+
+def test_pad_small_map_false_as_mmpretrain(mmpretrain_swinv2):
+    """mmpretrain's classification rule: a map whose shorter side equals the window is not shifted; a smaller
+    one is refused. 64 x 96 gives stage maps 16 x 24, 8 x 12, 4 x 6 and 2 x 3 for windows 16, 8, 4, 2."""
+    kwargs = dict(arch=dict(SMALL, extra_norm_every_n_blocks=0), window_size=[16, 8, 4, 2],
+                  pretrained_window_sizes=[8, 8, 4, 4], pad_small_map=False, out_indices=(0, 1, 2, 3),
+                  drop_path_rate=0.0)
+    ours = randomize_swinv2_(SwinTransformerV2(**kwargs), seed=4).eval()
+    theirs = mmpretrain_twin(mmpretrain_swinv2, ours, **kwargs)
+    x = image(2, 64, 96)
+    with torch.no_grad():
+        outs = ours(x)
+        assert_close(outs, theirs(x))
+        padded = SwinTransformerV2(**{**kwargs, 'pad_small_map': True, 'arch': None, **SMALL}).eval()
+        padded.load_state_dict(ours.state_dict())
+        assert not torch.allclose(padded(x)[0], outs[0])  # the unshifted first stage is another function
+        with pytest.raises(ValueError, match='smaller than the window'):
+            ours(image(1, 60, 96))
+    assert ours.minimum_input_size() == max(16 * 4, 8 * 8, 4 * 16, 2 * 32) + 1
+
+
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 3])
+def test_frozen_stages_freeze_what_mmpretrain_freezes(mmpretrain_swinv2, frozen_stages):
+    kwargs = dict(arch=dict(SMALL, extra_norm_every_n_blocks=0), out_indices=(0, 1, 2, 3),
+                  frozen_stages=frozen_stages, pad_small_map=True)
+    ours = SwinTransformerV2(**kwargs)
+    assert ours.train() is ours
+    theirs = mmpretrain_twin(mmpretrain_swinv2, ours, **kwargs)
+    theirs.train()
+    names = {key: convert_swinv2_state_dict({key: torch.empty(0), 'x.attn.w_msa.y': None})[0] for key, _ in
+             theirs.named_parameters()}
+    their_frozen = {name for key, param in theirs.named_parameters() if not param.requires_grad
+                    for name in names[key] if name != 'x.attn.y'}
+    frozen = {name for name, param in ours.named_parameters() if not param.requires_grad}
+    assert frozen == their_frozen and bool(frozen) == (frozen_stages >= 0)
+    # Frozen blocks do not drop paths in training (eval mode), as mmpretrain's.
+    assert all(not block.drop_path.training for stage in ours.stages[:frozen_stages + 1] for block in stage.blocks)
 
 
 def test_window_1_runs_with_a_pretrained_normaliser():
@@ -209,7 +280,7 @@ def test_window_1_runs_with_a_pretrained_normaliser():
 def test_initialisation_follows_the_authors():
     model = SwinTransformerV2(**SMALL)
     model.init_weights()
-    block = model.layers[1].blocks[1]
+    block = model.stages[1].blocks[1]
     assert torch.equal(block.attn.logit_scale, torch.full((2, 1, 1), math.log(10.0)))
     assert not block.attn.q_bias.any() and not block.attn.v_bias.any()
     assert not block.norm1.weight.any() and not block.norm2.bias.any()  # res-post-norms start at zero
@@ -221,24 +292,11 @@ def test_initialisation_follows_the_authors():
 
 def test_without_qkv_bias():
     model = v2_model(qkv_bias=False)
-    assert model.layers[0].blocks[0].attn.q_bias is None
+    assert model.stages[0].blocks[0].attn.q_bias is None
     assert not any(name.endswith(('q_bias', 'v_bias')) for name in model.state_dict())
     x = image(2, 40, 56)
     with torch.no_grad():
         assert_close(model(x), reference(model, x))
-
-
-@pytest.mark.parametrize('frozen_stages', [-1, 0, 2, 4])
-def test_frozen_stages(frozen_stages):
-    model = SwinTransformerV2(**SMALL, frozen_stages=frozen_stages)
-    assert model.train() is model
-    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
-    expected = {name for name, _ in model.named_parameters()
-                if (frozen_stages >= 0 and name.startswith('patch_embed.'))
-                or any(name.startswith((f'layers.{i}.', f'norm{i}.')) for i in range(frozen_stages))}
-    assert frozen == expected
-    for index, stage in enumerate(model.layers):
-        assert all(m.training == (index >= frozen_stages) for m in stage.modules())
 
 
 def test_with_cp_same_outputs_and_gradients():

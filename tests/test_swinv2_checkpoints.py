@@ -10,10 +10,10 @@ import torch
 from swin_backbones import CheckpointMismatchError, SwinTransformer, SwinTransformerV2
 from swin_backbones.convert import identify_backbone
 from swin_backbones.models import swinv2
-from swin_backbones.models.layers import relative_position_index
+from swin_backbones.models.grouping import relative_position_index
 
-from .conftest import assert_close, max_abs_diff, randomize_, randomize_swinv2_
-from .test_swinv2 import SMALL, load_mmpretrain_swinv2
+from .helpers import (SMALL, assert_close, load_mmpretrain_swinv2, max_abs_diff, randomize_, randomize_swinv2_,
+                      to_authors_layout)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ def coords_table(window, normaliser):
 
 def authors_release(model, normalisers=None):
     """The authors' classification checkpoint of ``model``: no output norms; their buffers, head and final norm."""
-    state = {key: value for key, value in model.state_dict().items() if not key.startswith('norm')}
+    state = {key: value for key, value in to_authors_layout(model.state_dict()).items() if not key.startswith('norm')}
     for i, (depth, window) in enumerate(zip(model.depths, model.window_sizes)):
         normaliser = (normalisers or model.position_bias_normalisers)[i]
         for j in range(depth):
@@ -57,7 +57,7 @@ def authors_release(model, normalisers=None):
 
 
 def to_mmpretrain(state):
-    """The package's (authors') keys -> mmpretrain's, written out independently of the converter: stages,
+    """The authors' keys -> mmpretrain's, written out independently of the converter: stages,
     w_msa, ffn, merging at the start of the next stage with its input features in nn.Unfold order."""
     converted = {}
     for key, value in state.items():
@@ -104,7 +104,7 @@ def test_timm_layout_loads(source, tmp_path):
 def test_mmpretrain_whole_classifier_loads(source, tmp_path):
     """mmpretrain's ImageClassifier state dict: backbone. keys (with its buffers and output norm norm3),
     head.fc and the data preprocessor's statistics, in a runner checkpoint."""
-    state = {f'backbone.{key}': value for key, value in to_mmpretrain(source.state_dict()).items()
+    state = {f'backbone.{key}': value for key, value in to_mmpretrain(to_authors_layout(source.state_dict())).items()
              if not key.startswith(('norm0', 'norm1', 'norm2'))}
     state['backbone.stages.0.blocks.0.attn.w_msa.relative_coords_table'] = coords_table(8, 8)
     state.update({'head.fc.weight': torch.randn(1000, 256), 'head.fc.bias': torch.randn(1000),
@@ -137,7 +137,7 @@ def test_whole_detector_checkpoint_loads(source, tmp_path):
     state['neck.lateral_convs.0.conv.weight'] = torch.randn(8, 32, 1, 1)
     torch.save({'state_dict': state, 'meta': {'epoch': 12}}, tmp_path / 'detector.pth')
     model = SwinTransformerV2(**SMALL, window_size=8)
-    assert model.load_pretrained(str(tmp_path / 'detector.pth')) == 'original'
+    assert model.load_pretrained(str(tmp_path / 'detector.pth')) == 'swin_backbones'
     assert max_abs_diff(outputs(model), outputs(source)) == 0
 
 
@@ -148,8 +148,8 @@ def test_loading_is_strict(source, tmp_path):
     torch.save(state, tmp_path / 'partial.pth')
     with pytest.raises(CheckpointMismatchError) as error:
         SwinTransformerV2(**SMALL, window_size=8).load_pretrained(str(tmp_path / 'partial.pth'))
-    assert 'missing keys (1): layers.1.blocks.1.attn.logit_scale' in str(error.value)
-    assert 'unexpected keys (1): layers.1.blocks.1.attn.k_proj.weight' in str(error.value)
+    assert 'missing keys (1): stages.1.blocks.1.attn.logit_scale' in str(error.value)
+    assert 'unexpected keys (1): stages.1.blocks.1.attn.k_proj.weight' in str(error.value)
     torch.save(authors_release(source), tmp_path / 'heads.pth')
     with pytest.raises(CheckpointMismatchError, match='shape mismatches .*logit_scale: checkpoint .1, 1, 1. vs model '
                                                       r'.2, 1, 1.'):
@@ -165,11 +165,11 @@ def test_v1_and_v2_checkpoints_are_told_apart(source, tmp_path):
         SwinTransformerV2(**SMALL).load_pretrained(str(tmp_path / 'v1.pth'))
     assert 'looks like a SwinTransformer checkpoint, not a SwinTransformerV2 one; build ' \
         'swin_backbones.SwinTransformer for it' in str(error.value)
-    assert 'missing keys' in str(error.value) and 'layers.0.blocks.0.attn.cpb_mlp.0.weight' in str(error.value)
+    assert 'missing keys' in str(error.value) and 'stages.0.blocks.0.attn.cpb_mlp.0.weight' in str(error.value)
     with pytest.raises(CheckpointMismatchError, match='looks like a SwinTransformerV2 checkpoint, not a '
                                                       'SwinTransformer one'):
         SwinTransformer(**SMALL).load_pretrained(str(tmp_path / 'v2.pth'))
-    mmpretrain_v2 = to_mmpretrain(source.state_dict())
+    mmpretrain_v2 = to_mmpretrain(to_authors_layout(source.state_dict()))
     assert identify_backbone(mmpretrain_v2) is SwinTransformerV2
     assert identify_backbone(authors_release(source)['model']) is SwinTransformerV2
     assert identify_backbone(v1.state_dict()) is SwinTransformer
@@ -182,8 +182,8 @@ def test_convert_tool_converts_swinv2(source, tmp_path, layout):
     if layout == 'original':
         torch.save(authors_release(source), tmp_path / 'in.pth')
     else:
-        torch.save({'state_dict': {f'backbone.{k}': v for k, v in to_mmpretrain(source.state_dict()).items()}},
-                   tmp_path / 'in.pth')
+        mmpretrain = to_mmpretrain(to_authors_layout(source.state_dict()))
+        torch.save({'state_dict': {f'backbone.{k}': v for k, v in mmpretrain.items()}}, tmp_path / 'in.pth')
     result = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'convert_checkpoint.py'),
                              str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth')],
                             capture_output=True, text=True, check=True)
@@ -212,7 +212,7 @@ def test_other_window_loads_without_resizing_and_says_which_normaliser(source, t
     assert [level for level, _ in logged] == [20]  # INFO only
     assert 'normalised by the pretrained windows (8, 8, 8, 8) for windows (16, 16, 16, 16); nothing in the ' \
         'checkpoint is resized' in logged[0][1]
-    table = model.layers[0].blocks[0].attn.relative_coords_table
+    table = model.stages[0].blocks[0].attn.relative_coords_table
     assert table.shape == (31 * 31, 2) and torch.equal(table, swinv2.log_spaced_offsets(16, 8))
 
 

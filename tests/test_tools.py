@@ -18,7 +18,7 @@ import swin_backbones
 from swin_backbones.checkpoint import CheckpointError, load_from_local_safely, publish_checkpoint
 from swin_backbones.toy_data import make_toy_data
 
-from .toy_helpers import (MIM_TOOLS, REPO, TOY_CONFIGS, TOY_HEAD_CONFIGS, check, make_small_toy_data, read_checkpoint,
+from .helpers import (MIM_TOOLS, REPO, TOY_CONFIGS, TOY_HEAD_CONFIGS, check, make_small_toy_data, read_checkpoint,
                           run, short_run_options, train_iterations)
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .toy_helpers import (REPO, TOOLS, TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
+from .helpers import (REPO, TOOLS, TOY_CONFIGS, check, make_small_toy_data, read_checkpoint, run,
                           short_run_options, train_iterations)
 
 pytestmark = pytest.mark.slow

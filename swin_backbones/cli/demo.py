@@ -161,7 +161,7 @@ def draw_pyramids(runners, path: str) -> None:
             data = model.data_preprocessor(pseudo_collate([item]), False)
             levels = model.backbone(data['inputs'])
         image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]  # BGR (3, H, W) -> RGB (H, W, 3)
-        rows.append((title, image, {4 * 2 ** index: level for index, level in enumerate(levels)}))
+        rows.append((title, image, dict(zip(model.backbone.out_strides, levels))))
     render_pyramids(rows, path, tile_height=192,
                     title='Feature pyramids of the trained backbones (first 3 principal components as RGB)')
 

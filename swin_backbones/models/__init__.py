@@ -1,8 +1,11 @@
-# Imported in the order the backbones are listed (create_backbone's names, the benchmark's models).
-from ..registry import registered_backbones
-from .base import PyramidBackbone
-from .swin import SwinTransformer  # noqa: I001
-from .swinv2 import SwinTransformerV2
-from .crossformer import CrossFormer
+"""The backbones: importing this package imports each of its modules, and every model file registers its
+backbone class in the package's registry. Adding a backbone is adding its model file."""
+import importlib
+import pkgutil
 
-__all__ = ['PyramidBackbone', 'registered_backbones', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer']
+from .base import PyramidBackbone
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f'{__name__}.{_module.name}')
+
+__all__ = ['PyramidBackbone']

@@ -4,8 +4,8 @@ Computes what the authors' detection/segmentation backbones compute for inputs w
 multiples of 32 (docs/design.md, "CrossFormer"), and extends it to every size: the image is padded to a multiple of 4,
 odd maps are padded before each merge, padded tokens are masked as keys, and the small-map fallback
 to SDA is decided per forward instead of being stored on the module. Parameters use the authors' key
-layout, so their released checkpoints load by key (:func:`convert_crossformer_state_dict` drops the
-classification-only extras).
+layout with OpenMMLab's ``stages.{i}`` for their ``layers.{i}`` (:func:`convert_crossformer_state_dict` renames
+those and drops the classification-only extras).
 """
 import re
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -13,12 +13,14 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
 from ..registry import MODELS
+from . import ops
 from .base import PyramidBackbone, StageSpec, per_stage, resolve_arch
-from .kernels import FastPath
-from .layers import (CheckpointedBlock, DropPath, Grouping, Mlp, MultiHeadGroupAttention, build_norm, ceil_div,
-                     fast_conv, group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size, padding_key_mask,
-                     pair_bias, relative_offsets, relative_position_index, round_up, ungroup_tokens)
+from .grouping import (Grouping, ceil_div, group_tokens, pad_image_to_multiple, pad_to_multiple, pad_to_size,
+                       padding_key_mask, pair_bias, relative_offsets, relative_position_index, round_up,
+                       ungroup_tokens)
+from .layers import CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm
 
 # Structure of each arch, and the defaults the authors' detection/segmentation backbones used.
 ARCH_SETTINGS = {
@@ -79,9 +81,9 @@ class CrossScaleEmbedding(nn.Module):
     """(B, in, H, W) -> (B, ceil(H/4), ceil(W/4), C): four convs of kernel 4, 8, 16, 32 (stride 4, centred)
     with C/2, C/4, C/8, C/8 channels, concatenated, LayerNorm."""
 
-    def __init__(self, in_channels: int, dim: int, norm_cfg: dict, options: FastPath = FastPath()):
+    def __init__(self, in_channels: int, dim: int, norm_cfg: dict, *, fast_path: ops.FastPath):
         super().__init__()
-        self.options = options
+        self.fast_path = fast_path
         dims = [dim // 2 ** (i + 1) for i in range(len(EMBED_KERNELS) - 1)]
         dims.append(dim - sum(dims))
         self.projs = nn.ModuleList([
@@ -93,7 +95,7 @@ class CrossScaleEmbedding(nn.Module):
         # The authors' convs give floor(H/4); zeros to a multiple of 4 give ceil(H/4), and the extra zeros
         # continue the convs' own zero padding, so multiples of 4 are unchanged.
         x = pad_image_to_multiple(x, 4)
-        x = torch.cat([fast_conv(x, proj, self.options) for proj in self.projs], dim=1)
+        x = torch.cat([ops.conv2d(x, proj, self.fast_path) for proj in self.projs], dim=1)
         return self.norm(x.permute(0, 2, 3, 1))
 
 
@@ -101,9 +103,9 @@ class CrossScaleMerging(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): LayerNorm, then Conv2d(C, C, 2, s2) and
     Conv2d(C, C, 4, s2, p1) concatenated."""
 
-    def __init__(self, dim: int, norm_cfg: dict, options: FastPath = FastPath()):
+    def __init__(self, dim: int, norm_cfg: dict, *, fast_path: ops.FastPath):
         super().__init__()
-        self.options = options
+        self.fast_path = fast_path
         self.norm = build_norm(norm_cfg, dim)
         self.reductions = nn.ModuleList([nn.Conv2d(dim, dim, kernel_size=2, stride=2),
                                          nn.Conv2d(dim, dim, kernel_size=4, stride=2, padding=1)])
@@ -112,7 +114,7 @@ class CrossScaleMerging(nn.Module):
         # Odd sides are padded after the norm, with zeros, so padded positions look like the convs' own
         # zero padding; this gives ceil(H/2) where the authors' code requires even sides.
         x = pad_to_multiple(self.norm(x), 2, 2).permute(0, 3, 1, 2)
-        outs = [fast_conv(x, reduction, self.options) for reduction in self.reductions]
+        outs = [ops.conv2d(x, reduction, self.fast_path) for reduction in self.reductions]
         return torch.cat(outs, dim=1).permute(0, 2, 3, 1)
 
 
@@ -135,8 +137,9 @@ class CrossScaleAttention(MultiHeadGroupAttention):
     """SDA or LDA on a (B, H, W, C) map as described by a :class:`GroupLayout`: pad, group, attend with
     the dynamic position bias and the padded-key mask, ungroup, crop."""
 
-    def __init__(self, dim: int, num_heads: int, **kwargs):
-        super().__init__(dim, num_heads, **kwargs)
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, qk_scale: Optional[float], attn_drop: float,
+                 proj_drop: float, fast_path: ops.FastPath):
+        super().__init__(dim, num_heads, qkv_bias, qk_scale, attn_drop, proj_drop, fast_path=fast_path)
         # The authors build DynamicPosBias(dim // 4), whose hidden width is again a quarter of that.
         self.pos = DynamicPosBias(dim // 16, num_heads)
 
@@ -160,16 +163,14 @@ class CrossFormerBlock(CheckpointedBlock):
 
     def __init__(self, dim: int, num_heads: int, long_distance: bool, mlp_ratio: float, qkv_bias: bool,
                  qk_scale: Optional[float], drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
-                 norm_cfg: dict, use_acl: bool, with_cp: bool, options: FastPath):
+                 norm_cfg: dict, use_acl: bool, fast_path: ops.FastPath):
         super().__init__()
         self.long_distance = long_distance
-        self.with_cp = with_cp
         self.norm1 = build_norm(norm_cfg, dim)
-        self.attn = CrossScaleAttention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                        attn_drop=attn_drop, proj_drop=drop, options=options)
+        self.attn = CrossScaleAttention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, fast_path)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm(norm_cfg, dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, options=options)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg, drop, fast_path=fast_path)
         self.use_acl = use_acl
         if use_acl:
             self.ex_conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
@@ -177,12 +178,8 @@ class CrossFormerBlock(CheckpointedBlock):
 
     def _forward(self, x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
         heads = self.attn(self.norm1(x), layout)
-        if self.drop_path.active:
-            x = x + self.drop_path(self.attn.project(heads))
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
-        else:
-            x = self.attn.project(heads, residual=x)
-            x = self.mlp(self.norm2(x), residual=x)
+        x = self.attn.project(heads, residual=x, drop_path=self.drop_path)
+        x = self.mlp(self.norm2(x), residual=x, drop_path=self.drop_path)
         if self.use_acl:
             x = self.ex_ln(self.ex_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return x
@@ -195,18 +192,14 @@ class CrossFormerStage(nn.Module):
     """Blocks alternating SDA (even) and LDA (odd), then (except in the last stage) the cross-scale merge."""
 
     def __init__(self, spec: StageSpec, group_size: int, interval: int, lda_type: str, adaptive_interval: bool,
-                 use_acl: bool, norm_cfg: dict, options: FastPath, **block_kwargs):
+                 block, downsample: Optional[nn.Module]):
         super().__init__()
         self.group_size = group_size
         self.interval = interval
         self.lda_type = lda_type
         self.adaptive_interval = adaptive_interval
-        self.blocks = nn.ModuleList([
-            CrossFormerBlock(spec.dim, spec.num_heads, long_distance=j % 2 == 1, drop_path=spec.drop_path[j],
-                             norm_cfg=norm_cfg, use_acl=use_acl and (j + 1) % 3 == 0 and j < spec.depth - 1,
-                             options=options, **block_kwargs)
-            for j in range(spec.depth)])
-        self.downsample = CrossScaleMerging(spec.dim, norm_cfg, options) if spec.downsample else None
+        self.blocks = nn.ModuleList([block(j) for j in range(spec.depth)])
+        self.downsample = downsample
 
     def layouts(self, height: int, width: int, device, dtype) -> Tuple[GroupLayout, GroupLayout]:
         """The (SDA, LDA) layouts for a height x width map in this forward; nothing is stored, so a small
@@ -250,24 +243,36 @@ class CrossFormerStage(nn.Module):
 
 @MODELS.register_module()
 class CrossFormer(PyramidBackbone):
-    """CrossFormer / CrossFormer++ backbone returning NCHW maps of size ceil(H/4), ceil(H/8), ceil(H/16),
-    ceil(H/32) with C, 2C, 4C, 8C channels (no output norms, as in the authors' backbones).
+    """CrossFormer / CrossFormer++ backbone: NCHW maps of size ceil(H/4), ceil(H/8), ceil(H/16), ceil(H/32) with
+    C, 2C, 4C, 8C channels (no output norms, as in the authors' backbones).
 
     Args:
-        arch: 'tiny', 'small', 'base', 'large' (CrossFormer) or 'pp-small', 'pp-base', 'pp-large'
-            (CrossFormer++). Sets embed_dims, depths and num_heads, and the defaults of drop_path_rate,
-            lda_type and use_acl. Without arch, unset values come from 'small' (the authors' defaults).
-        embed_dims, depths, num_heads: the structure; explicit values must agree with ``arch`` if given.
-        group_size: G per stage (an int for all stages). Default 7.
-        crs_interval: LDA interval I per stage (an int for all stages). Default (8, 4, 2, 1).
-        lda_type: 'paper' (token (h, w) to group (h mod I, w mod I) of the whole padded map) or 'pp'
-            (CrossFormer++: the same inside (G*I) x (G*I) regions, G x G groups).
-        adaptive_interval: CrossFormer++ only: I = ceil(max(H, W) / G) per forward instead of crs_interval.
-        use_acl: the CrossFormer++ ACL layers (depthwise 3x3 conv + LayerNorm every third block).
-        mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, act_cfg, norm_cfg:
-            as in Swin.
-        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite,
-            allow_partial_loading: as in :class:`SwinTransformer`.
+        arch (str, optional): 'tiny', 'small', 'base', 'large' (CrossFormer) or 'pp-small', 'pp-base',
+            'pp-large' (CrossFormer++). Sets embed_dims, depths and num_heads, and the defaults of
+            drop_path_rate, lda_type and use_acl. Without arch, unset values come from 'small' (the authors'
+            defaults). Defaults to None.
+        embed_dims (int, optional): Channels of the first stage, a multiple of 8. Defaults to None (from arch).
+        depths (Sequence[int], optional): Blocks per stage. Defaults to None (from arch).
+        num_heads (Sequence[int], optional): Attention heads per stage. Defaults to None (from arch).
+        group_size (int | Sequence[int]): G per stage (an int for all stages). Defaults to 7.
+        crs_interval (int | Sequence[int]): LDA interval I per stage (an int for all stages).
+            Defaults to (8, 4, 2, 1).
+        lda_type (str, optional): 'paper' (token (h, w) to group (h mod I, w mod I) of the whole padded map)
+            or 'pp' (CrossFormer++: the same inside (G*I) x (G*I) regions, G x G groups). Defaults to None
+            (from arch).
+        adaptive_interval (bool): CrossFormer++ only: I = ceil(max(H, W) / G) per forward instead of
+            crs_interval. Defaults to False.
+        use_acl (bool, optional): The CrossFormer++ ACL layers (depthwise 3x3 conv + LayerNorm every third
+            block). Defaults to None (from arch).
+        mlp_ratio (float): Hidden width of the MLP over its input width. Defaults to 4.
+        qkv_bias (bool): Biases of the query, key and value projections. Defaults to True.
+        qk_scale (float, optional): The logits' scale instead of head_dim ** -0.5. Defaults to None.
+        drop_rate (float): Dropout after the embedding and in the MLP and projection. Defaults to 0.
+        attn_drop_rate (float): Dropout of the attention probabilities. Defaults to 0.
+        drop_path_rate (float, optional): Stochastic depth rate of the last block (rising linearly from 0 at
+            the first). Defaults to None (from arch).
+        act_cfg (dict): The MLP's activation. Defaults to ``dict(type='GELU')``.
+        norm_cfg (dict): The norm layers (LayerNorm). Defaults to ``dict(type='LN')``.
     """
     presets = {'crossformer-t': 'tiny', 'crossformer-s': 'small', 'crossformer-b': 'base', 'crossformer-l': 'large',
                'crossformer-pp-s': 'pp-small', 'crossformer-pp-b': 'pp-base', 'crossformer-pp-l': 'pp-large'}
@@ -275,7 +280,6 @@ class CrossFormer(PyramidBackbone):
 
     def __init__(self,
                  arch: Optional[str] = None,
-                 in_channels: int = 3,
                  embed_dims: Optional[int] = None,
                  depths: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
@@ -292,48 +296,40 @@ class CrossFormer(PyramidBackbone):
                  drop_path_rate: Optional[float] = None,
                  act_cfg: dict = dict(type='GELU'),
                  norm_cfg: dict = dict(type='LN'),
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 with_cp: bool = False,
-                 impl: str = 'fast',
-                 save_memory: bool = False,
-                 kernels: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
-                 init_cfg=None,
-                 check_finite: bool = False,
-                 allow_partial_loading: bool = False):
+                 **common):
         settings = resolve_arch('CrossFormer', ARCH_SETTINGS, arch, 'small', embed_dims=embed_dims, depths=depths,
                                 num_heads=num_heads, drop_path_rate=drop_path_rate, lda_type=lda_type,
                                 use_acl=use_acl)
         embed_dims, num_stages = settings['embed_dims'], len(settings['depths'])
         if not isinstance(embed_dims, int) or embed_dims < 16 or embed_dims % 8:
-            raise ValueError('embed_dims must be a multiple of 8 and at least 16 (the embedding splits it into '
-                             f'C/2, C/4, C/8, C/8 and the position bias MLP is C/16 wide), got {embed_dims!r}')
+            raise ConfigError('embed_dims must be a multiple of 8 and at least 16 (the embedding splits it into '
+                              f'C/2, C/4, C/8, C/8 and the position bias MLP is C/16 wide), got {embed_dims!r}')
         group_size = per_stage('group_size', group_size, num_stages)
         crs_interval = per_stage('crs_interval', crs_interval, num_stages)
         if settings['lda_type'] not in LDA_TYPES:
-            raise ValueError(f"lda_type must be one of {LDA_TYPES} ('paper': CrossFormer, 'pp': CrossFormer++), "
-                             f"got {settings['lda_type']!r}")
+            raise ConfigError(f"lda_type must be one of {LDA_TYPES} ('paper': CrossFormer, 'pp': CrossFormer++), "
+                              f"got {settings['lda_type']!r}")
         if adaptive_interval and settings['lda_type'] != 'pp':
-            raise ValueError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
+            raise ConfigError("adaptive_interval is a CrossFormer++ option: it needs lda_type='pp'")
         super().__init__(arch=arch, embed_dims=embed_dims, depths=settings['depths'], num_heads=settings['num_heads'],
-                         in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages, impl=impl,
-                         save_memory=save_memory, kernels=kernels, pretrained=pretrained, init_cfg=init_cfg,
-                         check_finite=check_finite,
-                         allow_partial_loading=allow_partial_loading)
+                         **common)
         self.group_size = group_size
         self.crs_interval = crs_interval
         self.lda_type = settings['lda_type']
         self.adaptive_interval = bool(adaptive_interval)
         self.use_acl = bool(settings['use_acl'])
+        self.patch_embed = CrossScaleEmbedding(self.in_channels, embed_dims, norm_cfg, fast_path=self.fast_path)
 
-        self.patch_embed = CrossScaleEmbedding(in_channels, embed_dims, norm_cfg, self.options)
-        self._build_stages(
-            lambda spec: CrossFormerStage(spec, group_size[spec.index], crs_interval[spec.index], self.lda_type,
-                                          self.adaptive_interval, self.use_acl, norm_cfg, self.options,
-                                          mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                                          attn_drop=attn_drop_rate, act_cfg=act_cfg, with_cp=with_cp),
-            drop_rate, settings['drop_path_rate'], norm_cfg)
+        def make_stage(spec: StageSpec) -> CrossFormerStage:
+            def block(j: int) -> CrossFormerBlock:
+                return CrossFormerBlock(spec.dim, spec.num_heads, j % 2 == 1, mlp_ratio, qkv_bias, qk_scale,
+                                        drop_rate, attn_drop_rate, spec.drop_path[j], act_cfg, norm_cfg,
+                                        self.use_acl and (j + 1) % 3 == 0 and j < spec.depth - 1, self.fast_path)
+            merging = CrossScaleMerging(spec.dim, norm_cfg, fast_path=self.fast_path) if spec.merge_stride else None
+            return CrossFormerStage(spec, group_size[spec.index], crs_interval[spec.index], self.lda_type,
+                                    self.adaptive_interval, block, merging)
+
+        self._build_stages(make_stage, drop_rate, settings['drop_path_rate'], norm_cfg)
 
     def minimum_input_size(self) -> int:
         """A stage whose map side L is at most its group size G switches to its small-map layout, a Python
@@ -359,16 +355,20 @@ _UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|.*\.attn\.biases|.*\.a
 
 
 def detect_crossformer_layout(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-    """'original' (the authors' layout, also this package's) for a CrossFormer state dict, else None."""
-    if any(key.startswith('patch_embed.projs.') for key in state_dict):
-        return 'original'
-    return None
+    """'swin_backbones' (``stages.{i}``) or 'original' (the authors', ``layers.{i}``) for a CrossFormer state
+    dict, else None."""
+    if not any(key.startswith('patch_embed.projs.') for key in state_dict):
+        return None
+    return 'swin_backbones' if any(key.startswith('stages.') for key in state_dict) else 'original'
 
 
 def convert_crossformer_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Drops the classification-only keys of an authors' CrossFormer / CrossFormer++ state dict.
+    """Renames the authors' ``layers.{i}`` to ``stages.{i}`` and drops the classification-only keys of a
+    CrossFormer / CrossFormer++ state dict.
 
     Nothing else is renamed or dropped, so a checkpoint of another model fails the strict load with
     its key lists.
     """
-    return {key: value for key, value in state_dict.items() if not _UNUSED_KEYS.fullmatch(key)}, 'original'
+    layout = detect_crossformer_layout(state_dict) or 'original'
+    return {('stages.' + key[len('layers.'):] if key.startswith('layers.') else key): value
+            for key, value in state_dict.items() if not _UNUSED_KEYS.fullmatch(key)}, layout

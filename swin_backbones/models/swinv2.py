@@ -1,42 +1,44 @@
 """Swin Transformer V2 backbone (Liu et al., CVPR 2022) for detection and segmentation at any input size.
 
-The computation (docs/design.md, "Swin Transformer V2"): res-post-norm blocks, scaled cosine attention
-with a clamped per-head logit scale, q and v biases (no k bias), the continuous position bias of an MLP
-over log-spaced window offsets normalised by the pretraining window, and patch merging that reduces
-before it normalises.
-The skeleton is Swin's (:mod:`.swin`): patch embedding, the window layout with zero padding to whole
-windows, the shift mask, the stage loop and the 2x2 merging concatenation; the attention core is the
-shared one, fast or plain. A map smaller than a window is padded, never given a smaller window (the
-authors' classification-only rule).
+The computation (docs/design.md, "Swin Transformer V2"): res-post-norm blocks, scaled cosine attention with a
+clamped per-head logit scale, q and v biases (no k bias), the continuous position bias of an MLP over
+log-spaced window offsets normalised by the pretraining window, and patch merging that reduces before it
+normalises. The window machinery is Swin's (:mod:`.windows`): a map smaller than a window is padded, never given
+a smaller window (the authors' classification-only rule).
 
-Parameters use the authors' key layout plus the output norms ``norm{i}``;
-:func:`convert_swinv2_state_dict` reads the authors', mmpretrain's and timm's layouts.
+The constructor takes mmpretrain 1.2's ``SwinTransformerV2`` arguments with mmpretrain's meaning (the one way
+to use Swin V2 in mmdet and mmseg configs), and refuses by name what describes another model.
+:func:`convert_swinv2_state_dict` reads the authors', mmpretrain's and timm's checkpoint layouts.
 """
 import logging
 import math
 import re
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from ..errors import ConfigError
 from ..registry import MODELS
-from .base import PyramidBackbone, per_stage, resolve_arch
-from .kernels import FastPath
-from .layers import (CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm, pair_bias, relative_offsets,
-                     relative_position_index)
-from .swin import (PatchEmbed, SwinStage, WindowLayout, concat_neighbours, detect_swin_layout, from_openmmlab_key,
-                   has_swin_patch_embedding, merging_of_previous_stage, unfold_to_neighbour_order)
+from . import ops
+from .base import PyramidBackbone, StageSpec, per_stage, resolve_arch
+from .grouping import pair_bias, relative_offsets, relative_position_index
+from .layers import CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm
+from .swin_layouts import (detect_layout, from_authors_key, from_openmmlab_key, has_swin_patch_embedding,
+                           merging_of_previous_stage, neighbour_to_unfold_order, resize_position_embedding)
+from .windows import (INTERPOLATE_MODES, PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding,
+                      concat_neighbours, image_size_pair)
 
-# Structure of each arch and its default window (the published ImageNet-1k windows: 8 at 256 px for
-# tiny, small and base; 12 at 192 px, ImageNet-22k, for large).
 ARCH_SETTINGS = {
-    'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=8),
-    'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=8),
-    'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=8),
-    'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12),
+    'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
+# mmpretrain's names of the archs; its 'huge' and 'giant' add extra norms this package does not build.
+_ARCH_ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+_ARCH_DICT_KEYS = {'embed_dims', 'depths', 'num_heads', 'extra_norm_every_n_blocks'}
 MAX_LOGIT_SCALE = math.log(100.0)  # exp(logit_scale), the factor of the cosines, is at most 100
 CPB_HIDDEN_DIMS = 512
 # Keys only Swin V2 checkpoints have: its attention's position bias MLP, logit scale and q bias.
@@ -45,7 +47,8 @@ _SWINV2_KEY = re.compile(r'.*\.(cpb_mlp\.\d+\.weight|logit_scale|q_bias)')
 
 def log_spaced_offsets(window: int, normaliser: int) -> torch.Tensor:
     """((2w-1)^2, 2) float32: every (dh, dw) offset of a ``window`` x ``window`` window, in the row order of
-    :func:`.swin.relative_position_index`, divided by ``normaliser - 1``, times 8, then sign(x) log2(|x| + 1) / 3."""
+    :func:`.grouping.relative_position_index`, divided by ``normaliser - 1``, times 8, then
+    sign(x) log2(|x| + 1) / 3."""
     offsets = relative_offsets(window, window) / (normaliser - 1) * 8
     return torch.sign(offsets) * torch.log2(offsets.abs() + 1.0) / math.log2(8)
 
@@ -57,8 +60,8 @@ class WindowAttentionV2(MultiHeadGroupAttention):
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, pretrained_window_size: int, qkv_bias: bool,
-                 attn_drop: float, proj_drop: float, options: FastPath):
-        super().__init__(dim, num_heads, qkv_bias=False, attn_drop=attn_drop, proj_drop=proj_drop, options=options)
+                 attn_drop: float, fast_path: ops.FastPath):
+        super().__init__(dim, num_heads, qkv_bias=False, attn_drop=attn_drop, fast_path=fast_path)
         self.window_size = window_size
         self.pretrained_window_size = pretrained_window_size
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
@@ -71,20 +74,16 @@ class WindowAttentionV2(MultiHeadGroupAttention):
         self.register_buffer('relative_position_index', relative_position_index(window_size, window_size),
                              persistent=False)
 
-    def position_bias(self) -> torch.Tensor:
-        """(heads, N, N)."""
-        table = 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table))  # T, heads
-        return pair_bias(table, self.relative_position_index, self.window_size ** 2)
-
     def forward(self, windows: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """windows: (B * nW, ws * ws, C) -> the heads' outputs before the output projection, same shape
         (:meth:`project` them where the tokens are stored)."""
+        table = 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table))  # T, heads
+        bias = pair_bias(table, self.relative_position_index, self.window_size ** 2)
         qkv_bias = None
         if self.q_bias is not None:
             qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         cosine_scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-        return self.attend_groups(windows, self.position_bias(), shift_mask, qkv_bias=qkv_bias,
-                                  cosine_scale=cosine_scale)
+        return self.attend_groups(windows, bias, shift_mask, qkv_bias=qkv_bias, cosine_scale=cosine_scale)
 
     def extra_repr(self) -> str:
         return f'window_size={self.window_size}, pretrained_window_size={self.pretrained_window_size}'
@@ -92,27 +91,26 @@ class WindowAttentionV2(MultiHeadGroupAttention):
 
 class SwinBlockV2(CheckpointedBlock):
     """Res-post-norm: ``x + DropPath(LN1(W-MSA(x)))``, ``x + DropPath(LN2(MLP(x)))`` on the tokens as the
-    stage stores them (see :class:`.swin.WindowLayout`); the attention sees them as windows. Padded tokens
-    enter attention as zeros (the map is zero-padded to whole windows, as mmpretrain's ``pad_small_map=True``
-    pads it); they are not masked."""
+    stage stores them (see :class:`.windows.WindowLayout`); the attention sees them as windows. Padded tokens
+    enter attention as zeros (as mmpretrain's ``pad_small_map=True`` pads them); they are not masked."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool, pretrained_window_size: int,
-                 mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: float, act_cfg: dict,
-                 norm_cfg: dict, with_cp: bool, options: FastPath):
+                 mlp_ratio: float, qkv_bias: bool, attn_drop: float, drop_path: float, act_cfg: dict,
+                 fast_path: ops.FastPath):
         super().__init__()
         self.shifted = shifted
-        self.with_cp = with_cp
+        self.fast_path = fast_path
         self.attn = WindowAttentionV2(dim, num_heads, window_size, pretrained_window_size, qkv_bias, attn_drop,
-                                      drop, options)
-        self.norm1 = build_norm(norm_cfg, dim)
+                                      fast_path)
+        self.norm1 = nn.LayerNorm(dim)
         self.drop_path = DropPath(drop_path)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop, options=options)
-        self.norm2 = build_norm(norm_cfg, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg, fast_path=fast_path)
+        self.norm2 = nn.LayerNorm(dim)
 
     def _forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        view = layout.shifted if self.shifted else layout.regular
-        heads = self.attn(view.to_windows(x, layout.grouping.group_len), view.mask)
-        x = x + self.drop_path(self.norm1(self.attn.project(view.from_windows(heads, like=x))))
+        view = layout.view(self.shifted)
+        heads = self.attn(view.to_windows(x, layout.grouping.group_len, self.fast_path), view.mask)
+        x = x + self.drop_path(self.norm1(self.attn.project(view.from_windows(heads, x, self.fast_path))))
         return x + self.drop_path(self.norm2(self.mlp(x)))
 
     def extra_repr(self) -> str:
@@ -122,10 +120,10 @@ class SwinBlockV2(CheckpointedBlock):
 class PatchMergingV2(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): 2x2 neighbours concatenated, Linear, then LayerNorm."""
 
-    def __init__(self, dim: int, norm_cfg: dict):
+    def __init__(self, dim: int):
         super().__init__()
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = build_norm(norm_cfg, 2 * dim)
+        self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.reduction(concat_neighbours(x)))
@@ -133,75 +131,130 @@ class PatchMergingV2(nn.Module):
 
 @MODELS.register_module()
 class SwinTransformerV2(PyramidBackbone):
-    """Swin Transformer V2 backbone returning NCHW maps of size ceil(H/4), ceil(H/8), ceil(H/16), ceil(H/32)
-    with C, 2C, 4C, 8C channels, each through its output norm ``norm{i}``.
+    """Swin Transformer V2 backbone: NCHW maps of size ceil(H/4), ceil(H/8), ceil(H/16), ceil(H/32) with C, 2C,
+    4C, 8C channels, each through its output norm ``norm{i}``.
+
+    Takes mmpretrain 1.2's ``SwinTransformerV2`` arguments with mmpretrain's meaning (``arch`` names and
+    dicts, ``img_size``, ``use_abs_pos_embed``, ``interpolate_mode``, ``pad_small_map``, ``norm_eval``,
+    ``stage_cfgs`` and ``patch_cfg`` where they describe this model, ``frozen_stages`` counted as mmpretrain
+    counts). Defaults that differ from mmpretrain's: ``out_indices`` (0, 1, 2, 3) (mmpretrain: (3,)) and
+    ``pad_small_map=True`` (mmpretrain: False). Blocks and merging use LayerNorm (eps 1e-5), as the authors' and
+    mmpretrain's.
 
     Args:
-        arch: 'tiny', 'small', 'base' or 'large': sets embed_dims, depths, num_heads and the default
-            window_size (8, or 12 for large). Without arch, unset values come from 'tiny'.
-        embed_dims, depths, num_heads: the structure; explicit values must agree with ``arch`` if given.
-        window_size: the window side, an int or one per stage.
-        pretrained_window_sizes: per stage (or an int for all), the window whose offsets normalised the
-            position bias coordinates in pretraining; 0 (default) normalises by the stage's own window.
-            A checkpoint runs at another window by giving its pretraining windows here (nothing is resized).
-        mlp_ratio, qkv_bias (the q and v biases), drop_rate, attn_drop_rate, drop_path_rate, act_cfg,
-            norm_cfg, in_channels, patch_size: as in :class:`.swin.SwinTransformer`.
-        out_indices, frozen_stages, with_cp, impl, save_memory, kernels, pretrained, init_cfg, check_finite,
-            allow_partial_loading: as in :class:`.swin.SwinTransformer`.
+        arch (str | dict, optional): 'tiny', 'small', 'base', 'large' (or mmpretrain's 't', 's', 'b', 'l'), or a
+            dict with keys embed_dims, depths, num_heads and extra_norm_every_n_blocks (which must be 0). Sets
+            embed_dims, depths and num_heads; without arch, unset values come from 'tiny'. Defaults to None.
+        img_size (int | tuple[int]): The pretraining image size, which sets the grid of the absolute position
+            embedding. Defaults to 256.
+        embed_dims (int, optional): Channels of the first stage. Defaults to None (from arch).
+        patch_size (int): Side of the square patches of the patch embedding. Defaults to 4.
+        window_size (int | Sequence[int]): The window side, an int or one per stage. Defaults to 8.
+        pretrained_window_sizes (int | Sequence[int]): Per stage (or an int for all), the window whose offsets
+            normalised the position bias coordinates in pretraining; 0 normalises by the stage's own window. A
+            checkpoint runs at another window by giving its pretraining windows here (nothing is resized).
+            Defaults to 0.
+        mlp_ratio (float): Hidden width of the MLP over its input width. Defaults to 4.
+        depths (Sequence[int], optional): Blocks per stage. Defaults to None (from arch).
+        num_heads (Sequence[int], optional): Attention heads per stage. Defaults to None (from arch).
+        qkv_bias (bool): The q and v biases. Defaults to True.
+        drop_rate (float): Dropout after the patch embedding (as in mmpretrain: not inside the blocks).
+            Defaults to 0.
+        attn_drop_rate (float): Dropout of the attention probabilities. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate of the last block (rising linearly from 0 at the first),
+            applied to each normalised branch as the authors do. Defaults to 0.1.
+        use_abs_pos_embed (bool): Add a learned absolute position embedding after the patch embedding, resized
+            by ``interpolate_mode`` to the input. Defaults to False.
+        interpolate_mode (str): 'bicubic', 'bilinear' or 'nearest': how the absolute position embedding is
+            resized. Defaults to 'bicubic'.
+        pad_small_map (bool): True pads every map to whole windows; False is mmpretrain's classification rule:
+            a map whose shorter side equals the window is not shifted, and a shorter one is an error.
+            Defaults to True.
+        norm_eval (bool): mmpretrain's: set BatchNorm layers to eval mode in training. This backbone has none,
+            so it changes nothing (as in mmpretrain's Swin V2). Defaults to False.
+        stage_cfgs (dict | Sequence[dict], optional): mmpretrain's per-stage overrides; only entries that
+            describe this model are accepted (``downsample_cfg=dict(use_post_norm=True)``, and the values the
+            other arguments already set); anything else is an error naming it. Defaults to None.
+        patch_cfg (dict, optional): mmpretrain's patch embedding overrides, accepted where they equal this
+            model's patch embedding (Conv2d of kernel and stride ``patch_size``, 'corner' padding, LayerNorm).
+            Defaults to None.
+        act_cfg (dict): The MLP's activation (mmpretrain's is GELU). Defaults to ``dict(type='GELU')``.
+        norm_cfg (dict, optional): The output norms ``norm{i}`` (as mmpretrain's, which uses it for nothing
+            else); None for no output norms. Defaults to ``dict(type='LN')``.
+        frozen_stages (int): As mmpretrain counts: -1 freezes nothing; k in [0, 3] freezes the stem, the blocks
+            of stages 0 .. k with their output norms, and the patch mergings into stages 1 .. k. Defaults to -1.
     """
     presets = {'swinv2-t': 'tiny', 'swinv2-s': 'small', 'swinv2-b': 'base', 'swinv2-l': 'large'}
 
     def __init__(self,
-                 arch: Optional[str] = None,
-                 in_channels: int = 3,
+                 arch=None,
+                 img_size=256,
                  embed_dims: Optional[int] = None,
                  patch_size: int = 4,
-                 window_size=None,
+                 window_size=8,
                  pretrained_window_sizes=0,
                  mlp_ratio: float = 4,
                  depths: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
                  qkv_bias: bool = True,
                  drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1,
+                 use_abs_pos_embed: bool = False,
+                 interpolate_mode: str = 'bicubic',
+                 pad_small_map: bool = True,
+                 norm_eval: bool = False,
+                 stage_cfgs=None,
+                 patch_cfg=None,
                  act_cfg: dict = dict(type='GELU'),
-                 norm_cfg: dict = dict(type='LN'),
-                 with_cp: bool = False,
-                 impl: str = 'fast',
-                 save_memory: bool = False,
-                 kernels: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
+                 norm_cfg: Optional[dict] = dict(type='LN'),
                  frozen_stages: int = -1,
-                 init_cfg=None,
-                 check_finite: bool = False,
-                 allow_partial_loading: bool = False):
-        settings = resolve_arch('Swin V2', ARCH_SETTINGS, arch, 'tiny', embed_dims=embed_dims, depths=depths,
-                                num_heads=num_heads, window_size=window_size)
+                 **common):
+        arch, structure = _arch_structure(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads)
+        settings = resolve_arch('Swin V2', ARCH_SETTINGS, arch, 'tiny', **structure)
         num_stages = len(settings['depths'])
-        window_sizes = per_stage('window_size', settings['window_size'], num_stages)
+        window_sizes = per_stage('window_size', window_size, num_stages)
         pretrained_window_sizes = per_stage('pretrained_window_sizes', pretrained_window_sizes, num_stages, minimum=0)
         normalisers = tuple(pretrained or window for window, pretrained in zip(window_sizes, pretrained_window_sizes))
         if min(normalisers) < 2:
-            raise ValueError('a window of 1 has no offsets to normalise the position bias coordinates by: give '
-                             f'pretrained_window_sizes >= 2 for those stages; got window_size {window_sizes} and '
-                             f'pretrained_window_sizes {pretrained_window_sizes}')
+            raise ConfigError('a window of 1 has no offsets to normalise the position bias coordinates by: give '
+                              f'pretrained_window_sizes >= 2 for those stages; got window_size {window_sizes} and '
+                              f'pretrained_window_sizes {pretrained_window_sizes}')
+        if isinstance(frozen_stages, int) and frozen_stages >= num_stages:
+            raise ConfigError(f'frozen_stages counts as mmpretrain does (k freezes stages 0 .. k): it must be in '
+                              f'[-1, {num_stages - 1}], got {frozen_stages}')
+        if interpolate_mode not in INTERPOLATE_MODES:
+            raise ConfigError(f'interpolate_mode must be one of {INTERPOLATE_MODES}, got {interpolate_mode!r}')
+        _check_mmpretrain_overrides(stage_cfgs, patch_cfg, num_stages, patch_size, window_sizes,
+                                    pretrained_window_sizes, pad_small_map, self_values=dict(
+                                        in_channels=common.get('in_channels', 3), img_size=img_size))
         super().__init__(arch=arch, embed_dims=settings['embed_dims'], depths=settings['depths'],
-                         num_heads=settings['num_heads'], in_channels=in_channels, out_indices=out_indices,
-                         frozen_stages=frozen_stages, impl=impl, save_memory=save_memory, kernels=kernels,
-                         pretrained=pretrained, init_cfg=init_cfg, check_finite=check_finite,
-                         allow_partial_loading=allow_partial_loading)
+                         num_heads=settings['num_heads'], frozen_stages=frozen_stages, **common)
+        self.output_norms = norm_cfg is not None
         self.window_sizes = window_sizes
         self.pretrained_window_sizes = pretrained_window_sizes
         self.position_bias_normalisers = normalisers
-        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size, norm_cfg, self.options)
-        self._build_stages(
-            lambda spec: SwinStage(spec, window_sizes[spec.index], norm_cfg, patch_norm=True, block=SwinBlockV2,
-                                   merging=PatchMergingV2, pretrained_window_size=pretrained_window_sizes[spec.index],
-                                   mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                                   act_cfg=act_cfg, with_cp=with_cp, options=self.options),
-            drop_rate, drop_path_rate, norm_cfg)
+        self.pad_small_map = bool(pad_small_map)
+        self.norm_eval = bool(norm_eval)
+        self.interpolate_mode = interpolate_mode
+        self.patch_embed = PatchEmbed(self.in_channels, self.embed_dims, patch_size, dict(type='LN'),
+                                      fast_path=self.fast_path)
+        height, width = image_size_pair('img_size', img_size)
+        self.use_abs_pos_embed = use_abs_pos_embed
+        if use_abs_pos_embed:
+            self.pos_embed_grid = (height // patch_size, width // patch_size)
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], self.embed_dims))
+
+        def make_stage(spec: StageSpec) -> SwinStage:
+            def block(j: int, shifted: bool) -> SwinBlockV2:
+                return SwinBlockV2(spec.dim, spec.num_heads, window_sizes[spec.index], shifted,
+                                   pretrained_window_sizes[spec.index], mlp_ratio, qkv_bias, attn_drop_rate,
+                                   spec.drop_path[j], act_cfg, self.fast_path)
+            merging = PatchMergingV2(spec.dim) if spec.merge_stride else None
+            return SwinStage(spec, window_sizes[spec.index], block, merging, pad_small_map=self.pad_small_map)
+
+        self._build_stages(make_stage, drop_rate, drop_path_rate, norm_cfg, (patch_size, 2, 2, 2)[:num_stages])
 
     def _init_from_scratch(self) -> None:
         """As the authors: logit scales log 10, zero q and v biases, and zero res-post-norms (each block
@@ -217,6 +270,32 @@ class SwinTransformerV2(PyramidBackbone):
                 for norm in (module.norm1, module.norm2):
                     nn.init.zeros_(norm.weight)
                     nn.init.zeros_(norm.bias)
+        if self.use_abs_pos_embed:
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # B, H/4, W/4, C
+        if self.use_abs_pos_embed:
+            x = x + absolute_position_embedding(self.absolute_pos_embed, self.pos_embed_grid, x.shape[1], x.shape[2],
+                                                self.interpolate_mode)
+        return x
+
+    def frozen_modules(self) -> List[nn.Module]:
+        """mmpretrain's count: for k >= 0 the stem, the blocks of stages 0 .. k with their output norms, and the
+        patch mergings into stages 1 .. k (here at the end of stages 0 .. k-1)."""
+        if self.frozen_stages < 0:
+            return []
+        frozen = [self.patch_embed, self.drop_after_pos, *(p for p in self._parameters.values() if p is not None)]
+        for index in range(self.frozen_stages):
+            frozen += [self.stages[index], *self._output_norm(index)]
+        return frozen + [self.stages[self.frozen_stages].blocks, *self._output_norm(self.frozen_stages)]
+
+    def minimum_input_size(self) -> int:
+        """With ``pad_small_map=False`` a stage whose map is not larger than its window takes another layout, a
+        Python branch that a traced graph freezes; stage i's side is ceil(H / (4 * 2**i))."""
+        if self.pad_small_map:
+            return 1
+        return max(window * 4 * 2 ** i for i, window in enumerate(self.window_sizes)) + 1
 
     # -------------------------------------------------------------------------------- checkpoints
     @classmethod
@@ -226,6 +305,13 @@ class SwinTransformerV2(PyramidBackbone):
     @classmethod
     def convert_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
         return convert_swinv2_state_dict(state_dict)
+
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        pos = state_dict.get('absolute_pos_embed')
+        if pos is not None and self.use_abs_pos_embed:
+            state_dict = dict(state_dict, absolute_pos_embed=resize_position_embedding(
+                pos, self.pos_embed_grid, self.embed_dims, self.interpolate_mode))
+        return super().adapt_state_dict(state_dict)
 
     def check_checkpoint(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
         """Says which windows normalise the position bias coordinates, and warns when the checkpoint's own
@@ -249,6 +335,64 @@ class SwinTransformerV2(PyramidBackbone):
                       f'pretrained_window_sizes={suggested}', logger='current', level=logging.WARNING)
 
 
+def _arch_structure(arch, **explicit) -> Tuple[Optional[str], dict]:
+    """``arch`` as one of ARCH_SETTINGS' names (or None), and the explicit structure: the ``explicit`` values, or
+    those of a dict arch (mmpretrain's form), which explicit values must then agree with."""
+    if arch is None:
+        return None, explicit
+    if isinstance(arch, dict):
+        if set(arch) != _ARCH_DICT_KEYS:
+            raise ConfigError(f'a dict arch needs exactly the keys {sorted(_ARCH_DICT_KEYS)} (as mmpretrain\'s), '
+                              f'got {sorted(arch)}')
+        if arch['extra_norm_every_n_blocks']:
+            raise ConfigError('arch extra_norm_every_n_blocks must be 0: the extra norms of mmpretrain\'s huge and '
+                              f'giant Swin V2 are not built here, got {arch["extra_norm_every_n_blocks"]!r}')
+        structure = dict(embed_dims=arch['embed_dims'], depths=tuple(arch['depths']),
+                         num_heads=tuple(arch['num_heads']))
+        for name, value in explicit.items():
+            if value is not None and (tuple(value) if isinstance(value, (list, tuple)) else value) != structure[name]:
+                raise ConfigError(f'arch sets {name}={structure[name]}, which conflicts with {name}={value}')
+        return None, structure
+    if not isinstance(arch, str):
+        raise ConfigError(f'arch must be a str, a dict or None, got {type(arch).__name__}')
+    name = _ARCH_ALIASES.get(arch.lower(), arch.lower())
+    if name in ('h', 'huge', 'g', 'giant'):
+        raise ConfigError(f"arch {arch!r}: mmpretrain's huge and giant Swin V2 add extra norms every 6 blocks, "
+                          f'which this package does not build; choose one of {sorted(ARCH_SETTINGS)}')
+    return name, explicit
+
+
+# mmpretrain's stage_cfgs entries, with the values that describe this model (given the other arguments).
+def _check_mmpretrain_overrides(stage_cfgs, patch_cfg, num_stages: int, patch_size: int, window_sizes,
+                                pretrained_window_sizes, pad_small_map: bool, self_values: dict) -> None:
+    """Refuses, by name, mmpretrain ``stage_cfgs`` / ``patch_cfg`` entries that would describe another model."""
+    if stage_cfgs is not None:
+        per_stage_cfgs = stage_cfgs if isinstance(stage_cfgs, (list, tuple)) else [stage_cfgs] * num_stages
+        if len(per_stage_cfgs) != num_stages or not all(isinstance(cfg, dict) for cfg in per_stage_cfgs):
+            raise ConfigError(f'stage_cfgs must be a dict or one dict per stage ({num_stages}), got {stage_cfgs!r}')
+        for index, cfg in enumerate(per_stage_cfgs):
+            ours = dict(downsample_cfg=dict(use_post_norm=True), window_size=window_sizes[index],
+                        pretrained_window_size=pretrained_window_sizes[index], pad_small_map=pad_small_map,
+                        extra_norm_every_n_blocks=0, block_cfgs=dict())
+            _check_same(f'stage_cfgs[{index}]', cfg, ours)
+    if patch_cfg is not None:
+        if not isinstance(patch_cfg, dict):
+            raise ConfigError(f'patch_cfg must be a dict, got {patch_cfg!r}')
+        ours = dict(conv_type='Conv2d', kernel_size=patch_size, stride=patch_size, padding='corner', dilation=1,
+                    bias=True, norm_cfg=dict(type='LN'), input_size=self_values['img_size'],
+                    in_channels=self_values['in_channels'])
+        _check_same('patch_cfg', patch_cfg, ours)
+
+
+def _check_same(name: str, given: dict, ours: dict) -> None:
+    for key, value in given.items():
+        if key not in ours:
+            raise ConfigError(f'{name}: {key!r} is not supported: it would describe another model than this '
+                              f'package builds (accepted keys: {sorted(ours)})')
+        if value != ours[key]:
+            raise ConfigError(f'{name}: {key}={value!r} is not supported here: this model has {key}={ours[key]!r}')
+
+
 # ------------------------------------------------------------------------------ checkpoint layouts
 # Keys the layouts carry that this package does not use: classifier, final norm, derived buffers.
 _UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|'
@@ -256,26 +400,20 @@ _UNUSED_KEYS = re.compile(r'(head\..*|norm\.(weight|bias)|'
 _COORDS_TABLE_KEY = re.compile(r'(?:layers|stages)\.(\d+)\.blocks\.\d+\.attn\.(?:w_msa\.)?relative_coords_table')
 
 
-def detect_swinv2_layout(state_dict: Dict[str, torch.Tensor]) -> str:
-    """'mmpretrain' (``stages.``, ``w_msa``, ``ffn``, merging at the start of the next stage in unfold
-    order), 'timm' (merging at the start of the next stage) or 'original' (the authors' and ours)."""
-    layout = detect_swin_layout(state_dict)  # V1's OpenMMLab key names are mmpretrain's V2 ones
-    return 'mmpretrain' if layout == 'mmdet' else layout
-
-
 def convert_swinv2_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Maps a Swin V2 state dict in the authors', mmpretrain's or timm's layout to this package's layout."""
-    layout = detect_swinv2_layout(state_dict)
+    """Maps a Swin V2 state dict in this package's, the authors', mmpretrain's or timm's layout to this
+    package's; returns it and the layout's name."""
+    layout = detect_layout(state_dict, 'mmpretrain')
     converted = {}
     for key, value in state_dict.items():
         if _UNUSED_KEYS.fullmatch(key):
             continue
         if layout == 'mmpretrain':
             key = merging_of_previous_stage(from_openmmlab_key(key))
+        elif layout in ('original', 'timm'):
+            key = from_authors_key(merging_of_previous_stage(key) if layout == 'timm' else key)
             if key.endswith('.downsample.reduction.weight'):  # the norm follows the reduction: 2C, not reordered
-                value = unfold_to_neighbour_order(value, key)
-        elif layout == 'timm':
-            key = merging_of_previous_stage(key)
+                value = neighbour_to_unfold_order(value, key)
         converted[key] = value
     return converted, layout
 

@@ -1,12 +1,14 @@
-"""The fixed kernel rules (swin_backbones.models.kernels), the options object the backbones validate once, and
-what a backbone tells about them. Whether each kernel computes the right numbers is tests/test_fast_paths.py's
-business."""
+"""The fixed kernel rules of the fast path (swin_backbones.models.ops.rules), the FastPath each backbone builds
+once from its arguments and shares with its layers, and what a backbone tells about them. Whether each kernel
+computes the right numbers is tests/test_fast_paths.py's business."""
 import pytest
 import torch
 
-from swin_backbones import CrossFormer, SwinTransformer, SwinTransformerV2
-from swin_backbones.models import kernels
-from swin_backbones.models.kernels import SHORT_GROUP, FastPath
+from swin_backbones import SwinTransformer
+from swin_backbones.models.ops import rules as kernels
+from swin_backbones.models.ops.rules import SHORT_GROUP, FastPath
+
+from .helpers import BACKBONES, SMALL
 
 CPU, CUDA, META = torch.device('cpu'), torch.device('cuda'), torch.device('meta')
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without oneDNN')
@@ -59,30 +61,31 @@ def test_an_override_the_device_cannot_run_is_an_error():
             'attention_backward', CPU, torch.float32, length=49)
 
 
-def test_options_are_checked_once_at_the_constructor():
+@pytest.mark.parametrize('backbone', list(BACKBONES))
+def test_fast_path_arguments_are_checked_once_at_the_constructor(backbone):
+    build = BACKBONES[backbone]
     with pytest.raises(ValueError, match="impl must be one of"):
-        SwinTransformer(impl='fused')
+        build(impl='fused')
     with pytest.raises(ValueError, match="impl must be one of"):
-        CrossFormer(impl=None)
-    with pytest.raises(ValueError, match="impl must be one of"):
-        SwinTransformerV2(impl='fused')
+        build(impl=None)
     with pytest.raises(ValueError, match="kernels: unknown kernel decision 'matmul'"):
-        SwinTransformer(kernels=dict(matmul='aten'))
+        build(kernels=dict(matmul='aten'))
     with pytest.raises(ValueError, match=r"kernels: linear must be one of \('aten', 'onednn'\), got 'mkl'"):
-        CrossFormer(kernels=dict(linear='mkl'))
+        build(kernels=dict(linear='mkl'))
     with pytest.raises(TypeError, match='kernels must be a dict'):
-        SwinTransformer(kernels='aten')
+        build(kernels='aten')
     with pytest.raises(ValueError, match="save_memory and kernels .* need impl='fast'"):
-        SwinTransformer(impl='plain', save_memory=True)
+        build(impl='plain', save_memory=True)
     with pytest.raises(ValueError, match="save_memory and kernels .* need impl='fast'"):
-        CrossFormer(impl='plain', kernels=dict(attention_backward='store'))
+        build(impl='plain', kernels=dict(attention_backward='store'))
 
 
-def test_every_block_reads_the_backbones_options():
-    model = CrossFormer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), save_memory=True,
-                        kernels=dict(linear='aten'))
-    holders = [module for module in model.modules() if hasattr(module, 'options')]
-    assert len(holders) > 2 * sum(model.depths) and all(module.options is model.options for module in holders)
+@pytest.mark.parametrize('backbone', list(BACKBONES))
+def test_every_layer_shares_the_backbones_fast_path(backbone):
+    model = BACKBONES[backbone](**SMALL, save_memory=True, kernels=dict(linear='aten'))
+    holders = [module for module in model.modules() if hasattr(module, 'fast_path')]
+    assert len(holders) > 2 * sum(model.depths)
+    assert all(module.fast_path is model.fast_path for module in holders)
 
 
 @onednn

@@ -1,12 +1,12 @@
-"""The attention core the backbones use: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens,
-or with ``cosine=True`` (Swin V2's scaled cosine attention) softmax(cos(q, k) * scale + bias + mask) @ v with
-a per-head ``scale``.
+"""Kernels of the attention core: softmax(scale * q @ k^T + bias + mask) @ v inside groups of tokens, or with
+``cosine=True`` (Swin V2's scaled cosine attention) softmax(cos(q, k) * scale + bias + mask) @ v with a per-head
+``scale``.
 
-Implementations of the same function:
+Implementations of the same function (:func:`swin_backbones.models.ops.attention` chooses):
 
 * :func:`plain_attention_probs` (then ``@ v``): the textbook sequence of matmul, adds, softmax and
-  matmul, differentiated by autograd (``impl='plain'``).
-* :func:`group_attention` (``impl='fast'``):
+  matmul, differentiated by autograd.
+* :func:`group_attention`, the fast kernels:
 
   - without gradients, ``F.scaled_dot_product_attention`` with bias and mask passed as one additive mask
     that broadcasts over the batch, so the logits are never written out as a whole;
@@ -24,7 +24,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .kernels import FastPath
+from .rules import FastPath
 
 # Logits materialised at once by the recomputing backward: with 1M floats (4 MB, one head of a 1024-token
 # group) a chunk's three buffers stay in the last-level cache between its matmuls. Measured on a 2-core AVX2
@@ -51,10 +51,10 @@ def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, 
 
 
 def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
-                    scale: Union[float, torch.Tensor], cosine: bool = False, *, options: FastPath) -> torch.Tensor:
+                    scale: Union[float, torch.Tensor], cosine: bool = False, *, fast_path: FastPath) -> torch.Tensor:
     """The fast core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
     bias, mask, scale and cosine as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d); in
-    training by the ``attention_backward`` kernel of ``options``.
+    training by the ``attention_backward`` kernel of ``fast_path``.
     """
     if cosine:
         qkv, scale = _scaled_cosine_qkv(qkv, scale), 1.0
@@ -63,7 +63,7 @@ def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.
     # which autocast does not reach, too).
     with torch.autocast(qkv.device.type, enabled=False):
         if torch.is_grad_enabled() and (qkv.requires_grad or bias.requires_grad):
-            kernel = options.kernel('attention_backward', qkv.device, qkv.dtype, length=length)
+            kernel = fast_path.kernel('attention_backward', qkv.device, qkv.dtype, length=length)
             return attention_training(qkv, bias, mask, scale, kernel)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
         return _sdpa(q, k, v, bias, mask, scale)

@@ -1,8 +1,8 @@
-"""The fast path's options and the fixed rules that pick the kernel of each of its operations.
+"""The fast path's settings and the fixed rules that pick the kernel of each of its operations.
 
 Each operation of the fast path has a few kernels that compute the same function (tests/test_fast_paths.py
 checks every one against the plain operations); which one runs is a rule of the device type, the dtype and
-the shape, the same in every process, so a run's speed and rounding repeat. docs/design.md ("Fast paths")
+the shape, the same in every process, so a run's speed and rounding repeat. docs/design.md ("The fast path")
 gives the measurements behind each rule.
 
 * ``linear``, the matmul of the linear layers with its epilogue (bias, residual add, and in inference
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
+
+from ...errors import ConfigError
 
 # Kernels of each decision; the rules below choose among them.
 DECISIONS: Dict[str, Tuple[str, ...]] = {
@@ -75,26 +77,27 @@ def rule(decision: str, device: torch.device, dtype: torch.dtype, length: Option
 
 
 def check_overrides(overrides: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, str], ...]:
-    """The ``kernels`` argument as sorted (decision, kernel) pairs; a ValueError names a bad entry."""
+    """The ``kernels`` argument as sorted (decision, kernel) pairs; a ConfigError names a bad entry."""
     if overrides is None:
         return ()
     if not isinstance(overrides, Mapping):
         raise TypeError(f'kernels must be a dict of {{decision: kernel}}, got {type(overrides).__name__}')
     for name, kernel in overrides.items():
         if name not in DECISIONS:
-            raise ValueError(f'kernels: unknown kernel decision {name!r}; known: {sorted(DECISIONS)}')
+            raise ConfigError(f'kernels: unknown kernel decision {name!r}; known: {sorted(DECISIONS)}')
         if kernel not in DECISIONS[name]:
-            raise ValueError(f'kernels: {name} must be one of {DECISIONS[name]}, got {kernel!r}')
+            raise ConfigError(f'kernels: {name} must be one of {DECISIONS[name]}, got {kernel!r}')
     return tuple(sorted(overrides.items()))
 
 
 @dataclass(frozen=True)
 class FastPath:
-    """A backbone's choice of computation, validated once by its constructor and read by its blocks.
+    """A backbone's fast path: built once from its ``impl``, ``save_memory`` and ``kernels`` arguments and
+    shared by all its layers.
 
-    ``enabled``: ``impl='fast'`` (fused kernels, the rules above) or ``'plain'`` (the textbook operations,
-    for reference); ``save_memory``: keep less for backward (attention probabilities and MLP activations
-    are recomputed); ``overrides``: the ``kernels`` argument.
+    ``enabled``: ``impl='fast'`` (the fast kernels, picked by the rules above) or ``'plain'`` (the textbook
+    operations, for reference); ``save_memory``: keep less for backward (attention probabilities and MLP
+    activations are recomputed); ``overrides``: the ``kernels`` argument.
     """
     enabled: bool = True
     save_memory: bool = False
@@ -104,11 +107,11 @@ class FastPath:
     def from_arguments(cls, impl: str = 'fast', save_memory: bool = False,
                        kernels: Optional[Mapping[str, str]] = None) -> 'FastPath':
         if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS} ('fast': fused attention and matmul epilogues, "
-                             f"'plain': the textbook operations, for reference), got {impl!r}")
+            raise ConfigError(f"impl must be one of {IMPLS} ('fast': fused attention and matmul epilogues, "
+                              f"'plain': the textbook operations, for reference), got {impl!r}")
         overrides = check_overrides(kernels)
         if impl == 'plain' and (save_memory or overrides):
-            raise ValueError("save_memory and kernels choose among the fast path's kernels: they need impl='fast'")
+            raise ConfigError("save_memory and kernels choose among the fast path's kernels: they need impl='fast'")
         return cls(impl == 'fast', bool(save_memory), overrides)
 
     def kernel(self, decision: str, device: torch.device, dtype: torch.dtype, length: Optional[int] = None,

@@ -1,0 +1,139 @@
+"""The operations the model files call, each with a plain and a fast implementation, and the one place that
+decides which runs.
+
+The plain implementation is the textbook sequence of PyTorch operations, differentiated by autograd
+(``impl='plain'``, and whatever a compiler or exporter records). The fast one (``impl='fast'``, the default)
+computes the same function with fewer passes over memory: matmuls that apply bias, residual add and (in
+inference) activation in their epilogue, an attention core that never writes out its logits in inference and
+keeps or recomputes them in training, gathers whose backward is a gather, strided convolutions by
+space-to-depth. :func:`fast_kernels_apply` is the decision between the two for every call; among the fast
+kernels, :meth:`FastPath.kernel` applies the fixed rules of :mod:`.rules`.
+
+Tokens are channels-last: ``x`` is (..., C) everywhere except in :func:`conv2d`.
+"""
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention_kernels import group_attention, plain_attention_probs
+from .conv_kernels import space_to_depth_applies, strided_conv2d
+from .gather_kernels import InvertibleRowGather, gather_rows_forward
+from .linear_kernels import ActivationRecomputingLinear, fused_linear, fusible_activation, needs_grad
+from .rules import FastPath
+
+__all__ = ['FastPath', 'fast_kernels_apply', 'capturing_graph', 'linear', 'mlp', 'attention', 'conv2d',
+           'gather_rows']
+
+
+def capturing_graph() -> bool:
+    """Whether torch.compile, torch.export or torch.jit.trace (so torch.onnx.export) is recording the forward."""
+    # is_compiling first: dynamo would break the graph on the checks after it.
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def fast_kernels_apply(fast_path: FastPath, x: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                       dropout: Optional[nn.Dropout] = None) -> bool:
+    """Whether this call runs the fast kernels rather than the plain operations.
+
+    They run when the backbone asked for them (``impl='fast'``), except
+    * while a graph is being captured (:func:`capturing_graph`): the custom autograd Functions and oneDNN ops
+      have no ONNX form, and the compilers fuse the plain operations themselves;
+    * while ``dropout`` is active: the fast kernels would draw another dropout pattern;
+    * for an operation with a ``weight`` (matmul, convolution) whose dtype is not x's, or under autocast, which
+      casts for the operations it knows and not for these kernels. The attention core has no weight: it
+      computes in the dtype its input arrives in, under autocast too.
+    """
+    if not fast_path.enabled or capturing_graph():
+        return False
+    if dropout is not None and dropout.p > 0 and dropout.training:
+        return False
+    return weight is None or (x.dtype == weight.dtype and not torch.is_autocast_enabled(x.device.type))
+
+
+def _drops_path(residual: Optional[torch.Tensor], drop_path: Optional[nn.Module]) -> bool:
+    # With stochastic depth active the branch is scaled per sample before the residual add, which no
+    # epilogue does: the add is then a separate operation.
+    return residual is not None and drop_path is not None and drop_path.active
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, fast_path: FastPath, *, bias: Optional[torch.Tensor] = None,
+           dropout: Optional[nn.Dropout] = None, residual: Optional[torch.Tensor] = None,
+           drop_path: Optional[nn.Module] = None) -> torch.Tensor:
+    """``residual + drop_path(dropout(layer(x)))``; without ``residual``, ``dropout(layer(x))``. ``bias`` replaces
+    the layer's own (Swin V2's qkv bias, built from its q and v biases). The plain path calls the layer, so its
+    hooks (FLOP counting, users') see it."""
+    if _drops_path(residual, drop_path):
+        return residual + drop_path(linear(x, layer, fast_path, bias=bias, dropout=dropout))
+    if not fast_kernels_apply(fast_path, x, layer.weight, dropout):
+        out = layer(x) if bias is None else F.linear(x, layer.weight, bias)
+        out = out if dropout is None else dropout(out)
+        return out if residual is None else residual + out
+    return fused_linear(x, layer.weight, layer.bias if bias is None else bias, fast_path, residual=residual)
+
+
+def mlp(x: torch.Tensor, fc1: nn.Linear, activation: nn.Module, fc2: nn.Linear, dropout: nn.Dropout,
+        fast_path: FastPath, *, residual: Optional[torch.Tensor] = None,
+        drop_path: Optional[nn.Module] = None) -> torch.Tensor:
+    """``residual + drop_path(dropout(fc2(dropout(activation(fc1(x))))))``, or without ``residual`` the MLP alone.
+
+    Fast: in inference the activation is fc1's epilogue where the kernel has it (exact GELU, ReLU); with
+    ``save_memory`` in training, fc2 recomputes the activation in backward instead of keeping it.
+    """
+    if _drops_path(residual, drop_path):
+        return residual + drop_path(mlp(x, fc1, activation, fc2, dropout, fast_path))
+    if not fast_kernels_apply(fast_path, x, fc1.weight, dropout):
+        out = dropout(fc2(dropout(activation(fc1(x)))))
+        return out if residual is None else residual + out
+    if not needs_grad(x, residual, fc1.weight, fc1.bias, fc2.weight, fc2.bias):
+        epilogue = fusible_activation(activation)
+        if epilogue:
+            hidden = fused_linear(x, fc1.weight, fc1.bias, fast_path, activation=epilogue)
+        else:
+            hidden = activation(fused_linear(x, fc1.weight, fc1.bias, fast_path))
+        return fused_linear(hidden, fc2.weight, fc2.bias, fast_path, residual=residual)
+    hidden = fused_linear(x, fc1.weight, fc1.bias, fast_path)
+    if fast_path.save_memory:
+        return ActivationRecomputingLinear.apply(hidden, fc2.weight, fc2.bias, residual, activation,
+                                                 fast_path.kernel('linear', x.device, x.dtype))
+    return fused_linear(activation(hidden), fc2.weight, fc2.bias, fast_path, residual=residual)
+
+
+def attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: Union[float, torch.Tensor],
+              fast_path: FastPath, *, cosine: bool = False, dropout: Optional[nn.Dropout] = None) -> torch.Tensor:
+    """Multi-head attention inside groups of tokens: softmax(scale * q @ k^T + bias + mask) @ v, or with ``cosine``
+    softmax(cos(q, k) * scale + bias + mask) @ v (Swin V2; ``scale`` per head).
+
+    qkv: (B * nG, N, 3, heads, d), as the qkv projection's output reshapes; bias: (heads, N, N); mask: (nG, N or 1,
+    N) additive, or None; scale: a float, or (heads, 1, 1). Returns (B * nG, heads, N, d).
+    """
+    if fast_kernels_apply(fast_path, qkv, dropout=dropout):
+        return group_attention(qkv, bias, mask, scale, cosine, fast_path=fast_path)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
+    probs = plain_attention_probs(q, k, bias, mask, scale, cosine)
+    return (probs if dropout is None else dropout(probs)) @ v
+
+
+def conv2d(x: torch.Tensor, conv: nn.Conv2d, fast_path: FastPath) -> torch.Tensor:
+    """``conv(x)`` for a (B, C, H, W) ``x``; fast: by the ``strided_conv`` kernel where space-to-depth can compute
+    the convolution (a square kernel that is a multiple of its stride)."""
+    if not (fast_kernels_apply(fast_path, x, conv.weight) and space_to_depth_applies(conv)):
+        return conv(x)
+    kernel = fast_path.kernel('strided_conv', x.device, x.dtype, kernel_to_stride=conv.kernel_size[0] // conv.stride[0])
+    return strided_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], kernel)
+
+
+def gather_rows(source: torch.Tensor, index: torch.Tensor, fast_path: FastPath, *,
+                inverse: Optional[torch.Tensor] = None, zero_rows: Optional[torch.Tensor] = None,
+                inverse_zero_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``source[index]`` for a 2-d ``source``, with the rows where ``zero_rows`` is set zeroed.
+
+    ``inverse`` gives, for every row of ``source``, the one output row that holds it (every source row is
+    picked exactly once outside ``zero_rows``); ``inverse_zero_rows`` marks the source rows no output row
+    holds. Fast, with them, the gradient is the gather ``grad[inverse]`` (zero on ``inverse_zero_rows``)
+    instead of autograd's scatter-add.
+    """
+    if inverse is not None and needs_grad(source) and fast_kernels_apply(fast_path, source):
+        return InvertibleRowGather.apply(source, index, inverse, zero_rows, inverse_zero_rows)
+    return gather_rows_forward(source, index, zero_rows)

@@ -1,0 +1,103 @@
+"""Kernels of the linear layers: the matmul with its epilogue (bias, residual add, and in inference the
+activation) in one pass, by the ``linear`` kernel of the fast path ('aten' or 'onednn'), and an MLP output
+layer that recomputes its input activation in backward instead of keeping it (``save_memory``).
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .rules import FastPath
+
+# Activations a linear kernel applies as its epilogue (oneDNN by these names, aten in place), by module type.
+_FUSIBLE_ACTIVATIONS = {nn.GELU: 'gelu', nn.ReLU: 'relu'}
+_IN_PLACE_ACTIVATIONS = {'gelu': torch._C._nn.gelu_, 'relu': torch.relu_}
+
+
+def fusible_activation(activation: nn.Module) -> Optional[str]:
+    """The epilogue name of ``activation`` when a linear kernel can apply it ('gelu' exact, 'relu'), else None."""
+    name = _FUSIBLE_ACTIVATIONS.get(type(activation))
+    return name if name != 'gelu' or activation.approximate == 'none' else None
+
+
+def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], activation: str = 'none',
+                   residual: Optional[torch.Tensor] = None, kernel: str = 'aten') -> torch.Tensor:
+    """``activation(x @ weight^T + bias)``, or ``x @ weight^T + bias + residual``, by the ``linear`` kernel
+    ('aten': addmm, then the epilogue in place; 'onednn': one oneDNN matmul with the epilogue). No autograd."""
+    if kernel == 'onednn':
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, 'add')
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], 'none')
+    out = F.linear(x, weight, bias)
+    if residual is not None:
+        return out.add_(residual)
+    return _IN_PLACE_ACTIVATIONS[activation](out) if activation != 'none' else out
+
+
+def _linear_backward(ctx, grad_out, x, weight):
+    """Gradients of F.linear(x, weight, bias) for the inputs that need them, as autograd computes them."""
+    flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+    grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+    grad_weight = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+    grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_x, grad_weight, grad_bias
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias) (+ residual)`` by oneDNN's matmul with the epilogue; autograd's backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual):
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        return linear_forward(x, weight, bias, residual=residual, kernel='onednn')
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_residual = grad_out if ctx.needs_input_grad[3] else None
+        return (*_linear_backward(ctx, grad_out, x, weight), grad_residual)
+
+
+def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fast_path: FastPath,
+                 activation: str = 'none', residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``activation(x @ weight^T + bias)`` or ``x @ weight^T + bias + residual`` by the ``linear`` kernel of
+    ``fast_path``. Differentiable without an activation; with one, for inference only."""
+    kernel = fast_path.kernel('linear', x.device, x.dtype)
+    if needs_grad(x, weight, bias, residual):
+        if activation != 'none':
+            raise RuntimeError('a fused activation has no backward here; compute it after the matmul in training')
+        if kernel == 'onednn':
+            return _OneDNNLinear.apply(x, weight, bias, residual)
+        out = F.linear(x, weight, bias)
+        return out if residual is None else out.add_(residual)
+    return linear_forward(x, weight, bias, activation, residual, kernel)
+
+
+class ActivationRecomputingLinear(torch.autograd.Function):
+    """``F.linear(activation(h), weight, bias) (+ residual)`` that keeps ``h`` for backward and recomputes
+    the activation there, instead of keeping both ``h`` (for the activation) and ``activation(h)`` (for
+    the matmul): the MLP's hidden activations are 4x wider than the tokens."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, residual, activation, kernel):
+        ctx.activation = activation
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(h, weight)
+        return linear_forward(activation(h), weight, bias, residual=residual, kernel=kernel)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight = ctx.saved_tensors
+        with torch.enable_grad():
+            h_leaf = h.detach().requires_grad_(True)
+            activated = ctx.activation(h_leaf)
+        grad_activated, grad_weight, grad_bias = _linear_backward(ctx, grad_out, activated.detach(), weight)
+        grad_h = torch.autograd.grad(activated, h_leaf, grad_activated)[0] if ctx.needs_input_grad[0] else None
+        grad_residual = grad_out if ctx.needs_input_grad[3] else None
+        return grad_h, grad_weight, grad_bias, grad_residual, None, None
