@@ -7,7 +7,7 @@ per-forward small-map fallback) and loads its state dict by key, strictly. It is
 the authors' detection/segmentation backbone code (cheerss/CrossFormer, ``crossformer`` branch,
 ``models/crossformer_backbone.py``), because that is what the optimised model is benchmarked against; with
 the same weights it gives that code's outputs (checked by hand at 800x1344 and 512x512 for CrossFormer-S, see
-the README's speed section):
+docs/user_guides/speed_memory.md, Benchmark):
 
 * tokens travel between blocks as (B, L, C) sequences; every block reshapes them to (B, H, W, C), pads
   with F.pad, groups with reshape/permute/contiguous, attends, ungroups and crops back;

@@ -1,4 +1,4 @@
-"""Reading checkpoints safely and loading them into a backbone without silent partial loads.
+"""Reading checkpoint files safely, finding a backbone's weights in them, and mmengine's safe local loader.
 
 Checkpoints are untrusted input: they are read with ``torch.load(weights_only=True)``, which builds
 tensors and plain containers but runs no code. Checkpoints written by mmengine's runner fail that
@@ -8,6 +8,14 @@ pickle through ``builtins.getattr``) and numpy arrays. Those files are read by
 array reconstructors, mmengine's ``HistoryBuffer`` and ``getattr`` limited to that class's statistics
 methods, so resuming a run restores its history too. Anything else is refused unless the caller
 passes ``weights_only=False`` for a file they trust.
+
+:func:`read_backbone_weights` (a file) and :func:`backbone_weights` (a state dict) find a backbone's tensors:
+:func:`unwrap_state_dict` takes the state dict out of a ``state_dict`` / ``model`` wrapper without DDP's ``module.``
+prefix, and a whole detector's, segmentor's or mmpretrain classifier's state dict is reduced to its ``backbone.``
+keys (:func:`extract_state_dict`). Converting their layout and loading them into a backbone, strictly on every
+loading path, is :mod:`swin_backbones.loading`'s work; :class:`CheckpointError` and
+:class:`CheckpointMismatchError`, the errors of both, are defined here. :func:`publish_checkpoint` keeps the
+weights and ``meta`` of a training checkpoint, for release.
 
 mmengine 0.10 reads local checkpoints with ``torch.load``'s default, which since torch 2.6 is
 ``weights_only=True`` and refuses the checkpoints mmengine's runner itself writes, so resuming and

@@ -180,7 +180,7 @@ def check_onnx(path: str, backbone: PyramidBackbone, sizes: Sequence[Tuple[int, 
                seed: int = 0, threads: Optional[int] = None) -> List[Tuple[Tuple[int, int], List[float]]]:
     """Runs the ONNX model in onnxruntime and the backbone in PyTorch on the same random images of each
     (height, width); returns, per size, the difference of each output (in ``output_names`` order) relative
-    to its magnitude: max |onnxruntime - PyTorch| / max |PyTorch|. Float rounding grows with the values, so
+    to its magnitude: ``max |onnxruntime - PyTorch| / max |PyTorch|``. Float rounding grows with the values, so
     this is what stays comparable between models and checkpoints."""
     import numpy as np
     import onnxruntime as ort

@@ -3,7 +3,8 @@ folder, in the format of mmdet's and mmseg's own (what ``mim search swin_backbon
 under ``swin_backbones/.mim/`` with the configs).
 
 The metafiles are the one record of what was published for each config: results, parameters, FLOPs, schedule,
-the authors' weights, with their sources. Two fields of each model's ``Metadata`` are this package's own numbers,
+the authors' weights, with their sources; the model zoo tables of the documentation are generated from them
+(:mod:`swin_backbones.model_zoo`). Two fields of each model's ``Metadata`` are this package's own numbers,
 ``Parameters`` and ``FLOPs``, :func:`swin_backbones.count_flops` of the config at ``Input Size (HxW)``:
 :func:`update_counts` rewrites them in place (``python tools/model_index.py``). Where the authors counted
 their published FLOPs for another grouping of the attention than their config file's, ``Published FLOPs Counted

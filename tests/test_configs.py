@@ -1,6 +1,7 @@
-"""The configs under configs/: they load through mmdet's/mmseg's base configs, build, reproduce the
-published parameter counts, and exempt from weight decay what they say. The published training recipes
-themselves are checked field by field against the authors' files in test_recipes.py."""
+"""The configs under configs/: they load through mmdet's/mmseg's base configs, build the models their metafile
+entries describe (the backbone they name, the parameters they record), and exempt from weight decay what they
+say. The published training recipes themselves are checked field by field against the authors' files in
+test_recipes.py, the published figures against the metafiles' counts in test_model_index.py."""
 import argparse
 import glob
 import os.path as osp
@@ -11,96 +12,27 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 
+from swin_backbones.api import list_backbones
+from swin_backbones.model_index import load_model_index
+from swin_backbones.registry import registered_backbones
+
 from .helpers import CONFIGS, build, build_on_meta, count_parameters, load, load_cached, read_config
 
-# Parameter counts of the whole models (80 COCO classes, 150 ADE20K classes, auxiliary heads included) as
-# published beside each result, with where each figure is printed; a config must round to every figure at
-# the precision it is printed with. Swin-OD / Swin-Seg: the READMEs of SwinTransformer/Swin-Transformer-
-# Object-Detection and -Semantic-Segmentation; CF det / CF seg: cheerss/CrossFormer's detection/README.md and
-# segmentation/README.md; CF: its top-level README.md (the CrossFormer++ rows).
-PUBLISHED = {
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py': [('48M', 'Swin-OD'), ('47.8M', 'CF det, Swin-T row')],
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py': [('48M', 'Swin-OD')],
-    'swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py': [('69M', 'Swin-OD')],
-    'swin/cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1f-giou_ms-crop-1x_coco.py': [('86M', 'Swin-OD')],
-    'swin/cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py': [('86M', 'Swin-OD')],
-    'swin/cascade-mask-rcnn_swin-s-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py': [('107M', 'Swin-OD')],
-    'swin/cascade-mask-rcnn_swin-b-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py': [('145M', 'Swin-OD')],
-    'swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py': [('38.5M', 'CF det, Swin-T row')],
-    'crossformer/mask-rcnn_crossformer-s-g7_fpn_1x_coco.py': [('50.2M', 'CF det')],
-    'crossformer/mask-rcnn_crossformer-s-g7_fpn_ms-crop-3x_coco.py': [('50.2M', 'CF det')],
-    'crossformer/mask-rcnn_crossformer-b-g7_fpn_1x_coco.py': [('71.5M', 'CF det')],
-    'crossformer/mask-rcnn_crossformer-pp-s-g7_fpn_1x_coco.py': [('43.0M', 'CF')],
-    'crossformer/retinanet_crossformer-s-g7_fpn_1x_coco.py': [('40.8M', 'CF det')],
-    'crossformer/retinanet_crossformer-b-g7_fpn_1x_coco.py': [('62.1M', 'CF det')],
-    # CF prints 40.8M for RetinaNet CrossFormer++-S, CrossFormer-S's figure: a model with the authors'
-    # CrossFormer++-S backbone (22.8M against 29.9M) and FPN widths has 33.0M (README, Configs).
-    'crossformer/retinanet_crossformer-pp-s-g7_fpn_1x_coco.py': [],
-    # (CF seg's Swin rows print Swin-Seg's whole millions with a decimal: 60.0M, 81.0M, 121.0M.)
-    'swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('60M', 'Swin-Seg')],
-    'swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('81M', 'Swin-Seg')],
-    'swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('121M', 'Swin-Seg')],
-    'crossformer/crossformer-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('62.3M', 'CF seg')],
-    'crossformer/crossformer-b-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('83.6M', 'CF seg')],
-    'crossformer/crossformer-l-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('125.5M', 'CF seg')],
-    'crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': [('53.1M', 'CF')],
-    'crossformer/crossformer-s-g7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': [('34.3M', 'CF seg')],
-    'crossformer/crossformer-b-g7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': [('55.6M', 'CF seg')],
-    'crossformer/crossformer-l-g14-7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': [('95.4M', 'CF seg')],
-    'crossformer/crossformer-pp-s-g7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': [('27.1M', 'CF')],
-}
-# The counts of the models as built, exactly: the "params built" column of the README's Configs table.
-BUILT = {
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py': 47_794_602,
-    'swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py': 47_794_602,
-    'swin/mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py': 69_112_506,
-    'swin/cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1f-giou_ms-crop-1x_coco.py': 85_629_804,
-    'swin/cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py': 85_629_804,
-    'swin/cascade-mask-rcnn_swin-s-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py': 106_947_708,
-    'swin/cascade-mask-rcnn_swin-b-p4-w7_fpn_4conv1f-giou_ms-crop-3x_coco.py': 144_977_002,
-    'swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py': 38_458_606,
-    'crossformer/mask-rcnn_crossformer-s-g7_fpn_1x_coco.py': 50_160_762,
-    'crossformer/mask-rcnn_crossformer-s-g7_fpn_ms-crop-3x_coco.py': 50_160_762,
-    'crossformer/mask-rcnn_crossformer-b-g7_fpn_1x_coco.py': 71_474_922,
-    'crossformer/mask-rcnn_crossformer-pp-s-g7_fpn_1x_coco.py': 42_962_340,
-    'crossformer/retinanet_crossformer-s-g7_fpn_1x_coco.py': 40_824_958,
-    'crossformer/retinanet_crossformer-b-g7_fpn_1x_coco.py': 62_139_118,
-    'crossformer/retinanet_crossformer-pp-s-g7_fpn_1x_coco.py': 33_044_904,
-    'swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 59_941_862,
-    'swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 81_259_766,
-    'swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 121_279_716,
-    'crossformer/crossformer-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 62_308_022,
-    'crossformer/crossformer-b-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 83_622_182,
-    'crossformer/crossformer-l-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 125_478_836,
-    'crossformer/crossformer-pp-s-g7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py': 53_118_944,
-    'crossformer/crossformer-s-g7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': 34_260_000,
-    'crossformer/crossformer-b-g7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': 55_574_160,
-    'crossformer/crossformer-l-g14-7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': 95_440_158,
-    'crossformer/crossformer-pp-s-g7-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py': 27_061_578,
-}
-# SwinV2 has no published Mask R-CNN or UperNet counts: these are the counts of the models as built (whole
-# model, backbone), the numbers the README lists. The backbones equal mmpretrain 1.2.0's SwinTransformerV2
-# with its four output norms (tiny 27,579,498).
-SWINV2 = [
-    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-1x_coco.py', 47_853_402, 27_579_498),
-    ('swinv2/mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py', 47_853_402, 27_579_498),
-    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-1x_coco.py', 69_234_666, 48_960_762),
-    ('swinv2/mask-rcnn_swinv2-s-p4-w16_fpn_ms-crop-3x_coco.py', 69_234_666, 48_960_762),
-    ('swinv2/swinv2-tiny-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 60_000_662, 27_579_498),
-    ('swinv2/swinv2-base-patch4-window16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', 121_430_308, 86_895_608),
-]
+# The model index (configs/*/metafile.yml) is the one record of each config's backbone and parameter count:
+# {config path under configs/: metafile entry}.
+INDEXED = {osp.relpath(model['Config'], 'configs'): model
+           for model in load_model_index(osp.join(osp.dirname(CONFIGS), 'model-index.yml'))['Models']}
 TOY = sorted(osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, 'toy', '*.py')))
+SWINV2 = [name for name in INDEXED if name.startswith('swinv2/')]
 
 
 def _ids(names):
     return [osp.basename(name) for name in names]
 
 
-def test_every_config_is_listed():
-    assert set(PUBLISHED) == set(BUILT)
-    listed = set(PUBLISHED) | {name for name, _, _ in SWINV2} | set(TOY)
+def test_every_config_is_indexed_or_a_toy():
     found = {osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, '*', '*.py'))}
-    assert found == listed
+    assert found == set(INDEXED) | set(TOY)
     assert len(TOY) == 9
 
 
@@ -110,21 +42,34 @@ def test_parameter_counts_are_counted_from_the_built_model():
     on_cpu = build(load(name))
     on_meta = build_on_meta(name)
     assert [(n, p.shape) for n, p in on_cpu.named_parameters()] == [(n, p.shape) for n, p in on_meta.named_parameters()]
-    assert count_parameters(on_cpu) == BUILT[name]
+    assert count_parameters(on_cpu) == INDEXED[name]['Metadata']['Parameters']
     assert all(p.is_meta for p in on_meta.parameters()) and not any(p.is_meta for p in on_cpu.parameters())
 
 
-@pytest.mark.parametrize('name', list(BUILT), ids=_ids(BUILT))
-def test_parameter_count_matches_published(name):
-    count = count_parameters(build_on_meta(name))
-    assert count == BUILT[name]
-    for figure, source in PUBLISHED[name]:
-        number = figure.rstrip('M')
-        decimals = len(number.partition('.')[2])
-        assert f'{count / 1e6:.{decimals}f}' == number, (figure, source, count)
+@pytest.mark.parametrize('name', list(INDEXED), ids=_ids(INDEXED))
+def test_parameter_count_is_the_metafiles(name):
+    """Every parameter of the whole model (80 COCO classes, 150 ADE20K classes, auxiliary heads included); the
+    metafile's count is what the model zoo tables show (python tools/model_index.py NAME recounts it)."""
+    assert count_parameters(build_on_meta(name)) == INDEXED[name]['Metadata']['Parameters']
 
 
-@pytest.mark.parametrize('name', [n for n in BUILT if '-pp-' in n], ids=_ids(n for n in BUILT if '-pp-' in n))
+@pytest.mark.parametrize('name', list(INDEXED), ids=_ids(INDEXED))
+def test_backbone_is_the_metafiles(name):
+    """The metafile's ``Backbone`` is the create_backbone name of the config's backbone class and arch, and the
+    built backbone has that preset's parameters (with the config's output stages, which have norms in Swin)."""
+    presets = {preset: (backbone_type, arch) for backbone_type in registered_backbones()
+               for preset, arch in backbone_type.presets.items()}
+    backbone_name = INDEXED[name]['Metadata']['Backbone']
+    assert backbone_name in list_backbones()
+    backbone_type, arch = presets[backbone_name]
+    backbone = build_on_meta(name).backbone
+    assert type(backbone) is backbone_type and load_cached(name).model.backbone.arch == arch
+    with torch.device('meta'):
+        preset = backbone_type(arch=arch, out_indices=backbone.out_indices)
+    assert count_parameters(backbone) == count_parameters(preset)
+
+
+@pytest.mark.parametrize('name', [n for n in INDEXED if '-pp-' in n], ids=_ids(n for n in INDEXED if '-pp-' in n))
 def test_crossformer_pp_configs_build(name):
     cfg = load_cached(name)
     backbone = build_on_meta(name).backbone
@@ -134,14 +79,12 @@ def test_crossformer_pp_configs_build(name):
     assert any(n.endswith('ex_conv.weight') for n, _ in backbone.named_parameters())  # ACL blocks
 
 
-@pytest.mark.parametrize('name, total, backbone', [pytest.param(*case, id=osp.basename(case[0])) for case in SWINV2])
-def test_swinv2_configs_build_with_their_parameter_counts(name, total, backbone):
-    cfg = load_cached(name)
+@pytest.mark.parametrize('name', SWINV2, ids=_ids(SWINV2))
+def test_swinv2_configs_fine_tune_at_window_16_from_window_8_checkpoints(name):
     model = build_on_meta(name)
     assert type(model.backbone).__name__ == 'SwinTransformerV2'
-    assert (count_parameters(model), count_parameters(model.backbone)) == (total, backbone)
     assert model.backbone.window_sizes == (16,) * 4 and model.backbone.pretrained_window_sizes == (8,) * 4
-    assert cfg.model.backbone.init_cfg is None  # load() drops the authors' checkpoint
+    assert load_cached(name).model.backbone.init_cfg is None  # load() drops the authors' checkpoint
     checkpoint = read_config(name).model.backbone.init_cfg.checkpoint
     assert checkpoint == f'checkpoints/swinv2_{model.backbone.arch}_patch4_window8_256.pth'
 
@@ -252,8 +195,8 @@ def test_swinv2_weight_decay_exemptions(name):
     assert 'backbone.layers.0.blocks.0.attn.q_bias' not in free
 
 
-@pytest.mark.parametrize('name', [n for n in BUILT if n.startswith('crossformer/') and 'upernet' in n],
-                         ids=_ids(n for n in BUILT if n.startswith('crossformer/') and 'upernet' in n))
+@pytest.mark.parametrize('name', [n for n in INDEXED if n.startswith('crossformer/') and 'upernet' in n],
+                         ids=_ids(n for n in INDEXED if n.startswith('crossformer/') and 'upernet' in n))
 def test_crossformer_upernet_weight_decay_exemptions(name):
     """The authors' UperNet key 'norm' selects norm1, norm2, patch_embed.norm and downsample.norm (their names
     are the authors'), not the position bias MLP's LayerNorms nor CrossFormer++'s ACL norms (ex_ln)."""
@@ -271,8 +214,8 @@ def test_crossformer_upernet_weight_decay_exemptions(name):
         assert any('.ex_ln.' in n for n in _backbone_layer_norms(model) - free)
 
 
-@pytest.mark.parametrize('name', [n for n in BUILT if n.startswith('crossformer/') and 'upernet' not in n],
-                         ids=_ids(n for n in BUILT if n.startswith('crossformer/') and 'upernet' not in n))
+@pytest.mark.parametrize('name', [n for n in INDEXED if n.startswith('crossformer/') and 'upernet' not in n],
+                         ids=_ids(n for n in INDEXED if n.startswith('crossformer/') and 'upernet' not in n))
 def test_crossformer_detection_and_fpn_decay_everything(name):
     """The authors' CrossFormer Mask R-CNN, RetinaNet and Semantic FPN files exempt nothing from weight decay."""
     free, decays = _decay_free(load_cached(name), build_on_meta(name))

@@ -17,12 +17,13 @@ the neutral terms that :func:`recipe_of` reads a mmdet 3 / mmseg 1 config into. 
   {detection,segmentation}/crossformer_factory.py (drop path, ACL).
 * mmdet: mmdet 3.3.0's configs/swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py and its _base_ files.
 
-What mmdet 3 / mmseg 1 express differently (the README's Configs section lists it): mmdet 2's
+What mmdet 3 / mmseg 1 express differently (docs/user_guides/configs.md lists it): mmdet 2's
 Normalize/Pad steps are the data preprocessor's mean/std/padding here; AutoAugment's policies are a
 RandomChoice; MultiScaleFlipAug with one scale and no flip is a Resize; keys that mmdet 3 dropped (debug,
 nms_post, nms_across_levels) are not compared. Not compared at all, because mmdet 3 / mmseg 1 cannot express
-them in a config that also runs on CPUs, and the README says so: Swin-OD's mixed-precision training (apex,
---amp here), and CF's AlignResize test transform (a resize to multiples of 32, which mmseg 1 lacks).
+them in a config that also runs on CPUs, and docs/user_guides/configs.md says so: Swin-OD's mixed-precision
+training (apex, --amp here), and CF's AlignResize test transform (a resize to multiples of 32, which mmseg 1
+lacks).
 """
 import inspect
 import os.path as osp
@@ -32,8 +33,9 @@ import pytest
 from mmengine.registry import MODELS
 
 from swin_backbones import PyramidBackbone
+from swin_backbones.model_index import load_model_index
 
-from .helpers import build_on_meta, load_cached
+from .helpers import CONFIGS, build_on_meta, load_cached
 
 # ------------------------------------------------------------------------------------ shared values
 IMAGENET_MEAN_STD = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
@@ -543,8 +545,11 @@ def test_config_has_the_authors_value(name, field):
 
 
 def test_every_published_config_has_a_recipe():
-    from .test_configs import PUBLISHED
-    assert set(RECIPES) == set(PUBLISHED)
+    """Every config whose metafile entry records something published (results, parameters or FLOPs)."""
+    published = {osp.relpath(model['Config'], 'configs') for model in load_model_index(
+        osp.join(osp.dirname(CONFIGS), 'model-index.yml'))['Models']
+        if model.get('Results') or {'Published Parameters (M)', 'Published FLOPs (G)'} & set(model['Metadata'])}
+    assert set(RECIPES) == published
     for name, recipe in RECIPES.items():
         fields = {'backbone', 'normalize', 'optimizer', 'paramwise', 'clip_grad', 'schedule', 'batch',
                   'train_pipeline', 'test_pipeline', 'model.type'}

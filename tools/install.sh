@@ -7,6 +7,9 @@
 #   * mmcv 2.1.0 with compiled ops from ../shared/wheels when that folder exists, built from source otherwise;
 #   * mmengine 0.10.x, mmdet 3.3.0, mmsegmentation 1.2.2, test tools (mmpretrain 1.2.0 without its
 #     dependencies, a SwinV2 reference), and this package in editable mode.
+#   bash tools/install.sh        the above
+#   bash tools/install.sh docs   the above and the docs extra (Sphinx, MyST, the theme): bash tools/run.sh docs and
+#                                CI, which builds the documentation in the test suite, use it
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +17,14 @@ venv=${VIRTUAL_ENV:-$repo/.venv}
 wheels=$repo/../shared/wheels
 
 log() { printf '[install] %s\n' "$*"; }
+
+extras=det,seg,test
+ready='import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones'
+case "${1:-}" in
+  '') ;;
+  docs) extras+=,docs; ready+=', sphinx, myst_parser, furo' ;;
+  *) echo "usage: bash tools/install.sh [docs]" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment at $venv"
@@ -26,7 +37,7 @@ has() { "$py" -c "$1" >/dev/null 2>&1; }
 
 stamp=$venv/.swin_backbones_installed
 if [ -f "$stamp" ] && [ "$stamp" -nt "$repo/setup.cfg" ] && [ "$stamp" -nt "$0" ] \
-   && has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones'; then
+   && has "$ready"; then
   log "environment at $venv is up to date"
   exit 0
 fi
@@ -60,14 +71,14 @@ if ! has 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"'; then
   fi
 fi
 
-log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable)"
-"${pip[@]}" install --no-build-isolation -e "$repo[det,seg,test]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
+log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable; extras $extras)"
+"${pip[@]}" install --no-build-isolation -e "$repo[$extras]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
 # mmpretrain's SwinTransformerV2 is a reference in the tests only: its backbone file needs nothing beyond
 # mmcv and mmengine (tests/test_swinv2.py imports it without mmpretrain's package __init__), so none of
 # mmpretrain's own dependencies are installed.
 "${pip[@]}" install --no-deps mmpretrain==1.2.0
 
-has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones' || {
+has "$ready" || {
   log "installation finished but the packages do not import"; exit 1; }
 touch "$stamp"
 log "ready: $venv"

@@ -1,9 +1,14 @@
-"""The package's command lines: each module's ``main(argv=None) -> int`` is a console script installed
-with the package (``swin-backbones-...``) and the body of the matching ``tools/*.py``.
+"""The package's command lines and what they share.
 
-Every ``main`` is wrapped in :func:`command_line`: an expected error (a missing or unreadable file, a
-checkpoint that does not fit, a bad option value) ends the command with one ``error: ...`` line on stderr
-and exit status 2, as argparse does for bad arguments; anything else is a bug and keeps its traceback.
+Each module's ``main(argv=None) -> int`` is the body of a tool under ``tools/``. Six of them are also the console
+scripts installed with the package (setup.cfg): ``convert``, ``extract``, ``visualize``, ``export_onnx``,
+``toy_data`` and ``flops`` (``swin-backbones-convert`` ... ``swin-backbones-flops``); ``demo`` runs as
+``tools/demo.py`` only.
+
+:func:`command_line` wraps the console scripts' ``main`` (and ``tools/publish_checkpoint.py``'s): an expected error
+(a missing or unreadable file, a checkpoint that does not fit, a bad option value) ends the command with one
+``error: ...`` line on stderr and exit status 2, as argparse does for bad arguments; anything else is a bug and
+keeps its traceback. :func:`positive_int` is their argparse type for counts.
 """
 import argparse
 import functools
