@@ -1,7 +1,10 @@
 """This package's Swin as a drop-in for mmdet's and mmseg's: every Swin backbone dict of their installed
 configs, with only ``type`` switched, builds and gives their Swin's outputs from weights their Swin wrote
-(as a whole-model checkpoint) and mmengine's ``load_checkpoint`` loaded. The configs are found by walking
-the packages' own ``.mim/configs``, not from a list."""
+(as a whole-model checkpoint) and mmengine's ``load_checkpoint`` loaded, and mmengine's optimizer constructor
+gives every backbone parameter the same learning rate and weight decay under each config's ``optim_wrapper``
+(its ``paramwise_cfg.custom_keys`` name mmdet's module paths). The configs are found by walking the packages'
+own ``.mim/configs``, not from a list."""
+import copy
 import importlib
 import os
 import os.path as osp
@@ -10,10 +13,13 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
-from .helpers import WholeModel, randomize_, scaled_diff, whole_model_checkpoint
+from swin_backbones.checkpoint import read_checkpoint as read_checkpoint_safely
+
+from .helpers import WholeModel, randomize_, scaled_diff, to_mmdet_keys, whole_model_checkpoint
 
 PACKAGES = ('mmdet', 'mmseg')
 THEIR_TYPE = 'SwinTransformer'
@@ -134,6 +140,86 @@ def test_every_swin_backbone_of_mmdet_and_mmseg_configs(tmp_path):
     assert not failures, '\n'.join(failures)
 
 
+# ------------------------------------------------------------------------------------- optimizer groups
+def parameter_settings(model: nn.Module, optim_wrapper_cfg: dict) -> dict:
+    """{parameter name: (lr, weight decay)} as mmengine's optimizer constructor sets them for ``model`` under
+    a config's ``optim_wrapper`` (its AMP wrapper replaced by the plain one: the groups are the same)."""
+    cfg = copy.deepcopy(optim_wrapper_cfg)
+    cfg['type'] = 'OptimWrapper'
+    for amp_only in ('loss_scale', 'dtype', 'use_fsdp'):
+        cfg.pop(amp_only, None)
+    optimizer = build_optim_wrapper(model, cfg).optimizer
+    settings = {id(param): (group['lr'], group.get('weight_decay', 0.0))
+                for group in optimizer.param_groups for param in group['params']}
+    return {name: settings.get(id(param)) for name, param in model.named_parameters()}
+
+
+def optimizer_differences(package: str, backbone_cfg: dict, optim_wrapper_cfg: dict):
+    """The backbone parameters whose (lr, weight decay) differ between their Swin and ours, by mmdet's names."""
+    theirs = parameter_settings(WholeModel(build(package, backbone_cfg)), optim_wrapper_cfg)
+    ours = parameter_settings(WholeModel(build(package, dict(backbone_cfg, type=OUR_TYPE))), optim_wrapper_cfg)
+    ours = {'backbone.' + key: value for key, value in to_mmdet_keys(
+        {name[len('backbone.'):]: value for name, value in ours.items() if name.startswith('backbone.')},
+        buffers=False).items()}
+    theirs = {name: value for name, value in theirs.items() if name.startswith('backbone.')}
+    assert set(ours) == set(theirs)
+    return {name: (theirs[name], ours[name]) for name in theirs if theirs[name] != ours[name]}, theirs
+
+
+def test_optimizer_groups_of_a_mask2former_config_scaled_down():
+    """The quick stand-in for the sweep below: custom keys on mmdet's module paths
+    (``backbone.stages.{i}.blocks.{j}.norm``, ``backbone.stages.{i}.downsample.norm``, ...)."""
+    cfg = Config.fromfile(osp.join(config_root('mmdet'), 'mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py'))
+    backbone_cfg, = swin_dicts_in(cfg.to_dict()['model'])
+    differences, theirs = optimizer_differences('mmdet', dict(without_weights(backbone_cfg), **TINY),
+                                                cfg.optim_wrapper.to_dict())
+    assert differences == {}
+    # The custom keys did apply: block and merging norms without decay and a tenth of the learning rate.
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    assert theirs['backbone.stages.1.blocks.0.norm1.weight'] == (base_lr * 0.1, 0.0)
+    assert theirs['backbone.stages.0.downsample.norm.weight'] == (base_lr * 0.1, 0.0)
+    assert theirs['backbone.stages.0.blocks.0.attn.w_msa.qkv.weight'][1] > 0
+
+
+def configs_with_swin(package: str):
+    """{(backbone dict repr, optim_wrapper repr): (backbone dict, optim_wrapper dict, [config files])}."""
+    found = {}
+    for path in candidate_config_files(package):
+        if f'{osp.sep}_base_{osp.sep}' in path:
+            continue
+        cfg = Config.fromfile(path).to_dict()
+        optim_wrapper = cfg.get('optim_wrapper')
+        for backbone_cfg in swin_dicts_in(cfg.get('model', {})):
+            if optim_wrapper is None:
+                continue
+            backbone_cfg = without_weights(backbone_cfg)
+            key = (repr(sorted(backbone_cfg.items())), repr(optim_wrapper))
+            found.setdefault(key, (backbone_cfg, optim_wrapper, []))[2].append(path)
+    return found
+
+
+@pytest.mark.slow
+def test_every_swin_config_of_mmdet_and_mmseg_gives_the_same_optimizer_groups():
+    failures, checked, with_custom_keys = [], 0, 0
+    for package in PACKAGES:
+        found = configs_with_swin(package)
+        assert found, f'no config with a Swin backbone and an optim_wrapper under {config_root(package)}'
+        for backbone_cfg, optim_wrapper, configs in found.values():
+            name = f'{package} {osp.relpath(configs[0], config_root(package))}'
+            try:
+                differences, _ = optimizer_differences(package, backbone_cfg, optim_wrapper)
+            except Exception as error:  # reported with the others below
+                failures.append(f'{name}: {type(error).__name__}: {error}')
+                continue
+            checked += 1
+            with_custom_keys += bool(optim_wrapper.get('paramwise_cfg', {}).get('custom_keys'))
+            if differences:
+                failures.append(f'{name}: {len(differences)} parameters differ, e.g. {next(iter(differences.items()))}')
+    print(f'\n{checked} distinct (Swin backbone, optim_wrapper) pairs of mmdet\'s and mmseg\'s configs, '
+          f'{with_custom_keys} with custom keys: the same lr and weight decay for every backbone parameter')
+    assert not failures, '\n'.join(failures)
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 TOY_SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7, drop_path_rate=0.0,
                 out_indices=(0, 1, 2, 3))
@@ -185,6 +271,59 @@ def test_mmdet_test_py_with_a_checkpoint_of_mmdets_own_swin(tmp_path):
         assert torch.equal(mine['labels'], reference['labels'])
         assert torch.allclose(mine['scores'], reference['scores'], rtol=1e-4, atol=1e-5)
         assert torch.allclose(mine['bboxes'], reference['bboxes'], rtol=1e-4, atol=1e-2)
+
+
+def resumed(config: str, checkpoint: str):
+    """What ``--resume`` does with a checkpoint (mmengine's Runner.resume): the config's model loads its weights,
+    then the optimizer built from the config's ``optim_wrapper`` loads its state; returns (model, optim wrapper)."""
+    cfg = Config.fromfile(config)
+    model = build('mmdet', cfg.model)
+    load_checkpoint(model, checkpoint)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper.to_dict())
+    optim_wrapper.load_state_dict(read_checkpoint_safely(checkpoint)['optimizer'])
+    return model, optim_wrapper
+
+
+@pytest.mark.slow
+def test_resuming_a_run_of_mmdets_swin_continues_it_exactly(tmp_path):
+    """mmdet's train.py runs a toy Mask R-CNN with mmdet's Swin for 2 iterations (AdamW) and saves it; resumed
+    with mmdet's Swin and with the config switched to ours, every backbone parameter gets the same AdamW moments
+    (the same parameter order, the merging layers' channels in mmdet's order), and one more step from the same
+    gradients gives the same weights, bit for bit."""
+    import sys
+
+    from .helpers import MIM_TOOLS, TOY_CONFIGS, check, make_small_toy_data, run, short_run_options
+    toy_data = make_small_toy_data(str(tmp_path / 'toy_data'))
+    configs = {name: toy_config_with(str(tmp_path), name, TOY_CONFIGS['det', 'swin'], backbone_type)
+               for name, backbone_type in (('theirs', THEIR_TYPE), ('ours', OUR_TYPE))}
+    check(run([sys.executable, osp.join(MIM_TOOLS['mmdet'], 'train.py'), configs['theirs'], '--work-dir',
+               tmp_path / 'run', '--cfg-options', *short_run_options(iters=2, val=False)], toy_data))
+    checkpoint = str(tmp_path / 'run' / 'iter_2.pth')
+    models, wrappers, params = {}, {}, {}
+    for name, config in configs.items():
+        models[name], wrappers[name] = resumed(config, checkpoint)
+        named = dict(models[name].backbone.named_parameters())
+        params[name] = named if name == 'theirs' else to_mmdet_keys(named, buffers=False)
+    assert list(params['ours']) == list(params['theirs'])  # mmdet's order, so the saved moments map by position
+    for key, theirs in params['theirs'].items():
+        assert torch.equal(theirs, params['ours'][key]), key  # each weight as saved, channels in the same order
+        state, state_ours = wrappers['theirs'].optimizer.state[theirs], wrappers['ours'].optimizer.state[params['ours'][key]]
+        assert torch.equal(state['exp_avg'], state_ours['exp_avg']), key
+        assert torch.equal(state['exp_avg_sq'], state_ours['exp_avg_sq']), key
+    merging = [params['theirs'][key] for key in params['theirs'] if '.downsample.' in key]
+    # The merging layers were trained: their moments are not trivially equal.
+    assert merging and all(wrappers['theirs'].optimizer.state[param]['exp_avg'].abs().sum() > 0 for param in merging)
+    generator = torch.Generator().manual_seed(0)
+    for key, theirs in params['theirs'].items():
+        gradient = torch.randn(theirs.shape, generator=generator)
+        theirs.grad, params['ours'][key].grad = gradient.clone(), gradient.clone()
+    for name, wrapper in wrappers.items():
+        for param in models[name].parameters():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        wrapper.optimizer.step()
+    for key, theirs in params['theirs'].items():
+        assert torch.equal(theirs, params['ours'][key]), key
 
 
 @pytest.mark.slow

@@ -203,9 +203,9 @@ class SwinStage(nn.Module):
         shift = self.shift_size if len(self.blocks) > 1 else 0
         if not self.pad_small_map and min(height, width) <= self.window_size:
             if min(height, width) < self.window_size:
-                raise ValueError(f'a {height} x {width} map is smaller than the window ({self.window_size}) and '
-                                 'pad_small_map=False: set pad_small_map=True (pad to whole windows) or a smaller '
-                                 'window_size')
+                raise ConfigError(f'a {height} x {width} map is smaller than the window size ({self.window_size}) '
+                                  'and pad_small_map=False: set pad_small_map=True (pad to whole windows) or a '
+                                  'smaller window_size')
             shift = 0
         layout = window_layout(batch, height, width, self.window_size, shift, x.device, x.dtype)
         x = group_tokens(x, layout.grouping) if layout.window_storage else x.contiguous()
