@@ -20,7 +20,9 @@ author = 'swin_backbones developers'
 copyright = 'swin_backbones developers'
 version = release = swin_backbones.__version__
 
-extensions = ['myst_parser', 'sphinx.ext.autodoc']
+extensions = ['myst_parser', 'sphinx.ext.autodoc', 'sphinx.ext.napoleon']
+napoleon_google_docstring = True  # the docstrings' Args: / Returns: sections, as mmdet and timm write them
+napoleon_numpy_docstring = False
 source_suffix = {'.md': 'markdown'}
 root_doc = 'index'
 exclude_patterns = ['_build']
@@ -118,50 +120,6 @@ def _data_docstring(app, what, name, obj, options, lines):
             lines += [''] + inspect.cleandoc(module.__doc__).split('\n\n')[0].splitlines()
 
 
-SECTION = re.compile(r'^(Args|Arguments|Returns|Raises|Yields|Attributes):$')
-ENTRY_NAMES = re.compile(r'^([A-Za-z_*][\w*]*(?:, [A-Za-z_*][\w*]*)*): ')
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def _as_restructured_text(app, what, name, obj, options, lines):
-    """The docstrings are plain text: a section such as ``Args:`` lists entries ``name[, name...]: text`` whose
-    text goes on in deeper-indented lines, and other indented blocks are code. Makes the sections lists with
-    each entry on one line, and the other indented blocks literal blocks."""
-    result, i = [], 0
-    while i < len(lines):
-        line = lines[i]
-        block = i + 1 < len(lines) and lines[i + 1].strip() and _indent(lines[i + 1]) > _indent(line)
-        if SECTION.match(line.strip()) and block:
-            result += [f'**{line.strip()[:-1]}**', '']
-            i += 1
-            entry_indent = _indent(lines[i])
-            while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) >= entry_indent):
-                if lines[i].strip():
-                    if _indent(lines[i]) == entry_indent or not result[-1].startswith('* '):
-                        text = lines[i].strip()
-                        result.append('* ' + ENTRY_NAMES.sub(lambda m: ', '.join(
-                            f'``{n}``' for n in m.group(1).split(', ')) + ': ', text))
-                    else:
-                        result[-1] += ' ' + lines[i].strip()
-                i += 1
-            result.append('')
-            continue
-        result.append(line)
-        i += 1
-        if block:  # a literal block, as it is, to its end
-            if not line.rstrip().endswith('::'):
-                result += ['', '::', '']
-            literal_indent = _indent(lines[i])
-            while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) >= literal_indent):
-                result.append(lines[i])
-                i += 1
-    lines[:] = result
-
-
 def setup(app):
     app.connect('source-read', _fill_api_page)
     app.connect('autodoc-process-docstring', _data_docstring)
-    app.connect('autodoc-process-docstring', _as_restructured_text)

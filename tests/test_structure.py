@@ -1,6 +1,7 @@
 """The package's structure: no import loops, no private names reached across files, and the API lists exactly
 the registered backbones (tests/test_adding_a_backbone.py adds one)."""
 import ast
+import re
 import os.path as osp
 import pkgutil
 import subprocess
@@ -96,3 +97,13 @@ def test_the_api_lists_every_registered_backbone_by_its_presets():
     assert list_backbones() == [name for backbone in registered_backbones() for name in backbone.presets]
     assert {'swin-t', 'swinv2-l', 'crossformer-pp-s'} <= set(list_backbones())
     assert all(getattr(swin_backbones, backbone.__name__) is backbone for backbone in registered_backbones())
+
+
+def test_every_constructor_argument_is_documented_in_the_class_docstring():
+    """Each backbone's own arguments in its Args section, the common ones added from PyramidBackbone's single
+    description of them (or the backbone's own, where it means something else there, as SwinV2's frozen_stages)."""
+    for backbone in registered_backbones():
+        documented = set(re.findall(r'^\s{8}(\w+) \(', backbone.__doc__, re.MULTILINE))
+        assert set(backbone.argument_names()) <= documented, (backbone.__name__,
+                                                               set(backbone.argument_names()) - documented)
+        assert backbone.__doc__.count('\n        frozen_stages (') == 1

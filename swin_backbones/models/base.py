@@ -11,6 +11,7 @@ import copy
 import inspect
 import math
 import re
+import textwrap
 import warnings
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -66,7 +67,8 @@ def _with_common_arguments(doc: Optional[str], documented_by_class: str) -> str:
                if not re.search(rf'^\s*{name} \(', documented_by_class, re.MULTILINE)]
     if not any(line.strip() == 'Args:' for line in lines):
         lines += ['', indent + 'Args:']
-    lines += [indent + '    ' + entry for entry in entries]
+    for entry in entries:
+        lines += textwrap.wrap(entry, 110, initial_indent=indent + '    ', subsequent_indent=indent + '        ')
     return '\n'.join(lines) + '\n'
 
 
