@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from benchmarks.benchmark import peak_memory
 from swin_backbones.models import ops
-from swin_backbones.models.grouping import pair_bias
+from swin_backbones.models.grouping import GroupMask, pair_bias
 from swin_backbones.models.layers import DropPath, Mlp
 from swin_backbones.models.ops import FastPath, attention_kernels, rules
 from swin_backbones.models.ops.conv_kernels import space_to_depth_applies
@@ -60,12 +60,14 @@ def attention_inputs(batch, groups, length, heads=3, dim=8, mask_kind=None, seed
     qkv = torch.randn(batch * groups, length, 3, heads, dim, generator=generator)
     bias = torch.randn(heads, length, length, generator=generator)
     mask = None
-    if mask_kind == 'regions':  # Swin's shift mask: (nG, N, N), -100 between regions
-        labels = torch.randint(0, 3, (groups, length), generator=generator)
-        mask = (labels[:, :, None] != labels[:, None, :]).float() * -100.0
-    elif mask_kind == 'keys':  # CrossFormer's padded keys: (nG, 1, N), every group keeps a real key
-        mask = torch.zeros(groups, 1, length)
-        mask[groups // 2:, :, length // 2:] = -1e6
+    if mask_kind == 'regions':  # Swin's shift mask: -100 between regions, for some of the groups (two here)
+        labels = torch.randint(0, 3, (2, length), generator=generator)
+        additive = (labels[:, :, None] != labels[:, None, :]).float() * -100.0
+        mask = GroupMask(additive, torch.tensor([groups - 1, groups // 2]), groups)
+    elif mask_kind == 'keys':  # CrossFormer's padded keys: (nG, 1, N) for every group, each keeps a real key
+        additive = torch.zeros(groups, 1, length)
+        additive[groups // 2:, :, length // 2:] = -1e6
+        mask = GroupMask(additive, None, groups)
     return qkv, bias, mask
 
 

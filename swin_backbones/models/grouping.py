@@ -109,11 +109,28 @@ def ungroup_tokens(x: torch.Tensor, grouping: Grouping, height: int, width: int)
     return x.reshape(-1, height, width, channels)
 
 
+class GroupMask(NamedTuple):
+    """An additive attention mask for some of each image's groups: ``additive[m]`` is added to the logits of the
+    group ``index[m]`` of every image (all ``groups_per_image`` groups, in order, where ``index`` is None); the
+    other groups have none. Swin's shift mask concerns only the windows of the last row and column, so only
+    those are written out (and the fast kernels add the mask there alone)."""
+    additive: torch.Tensor  # nM, N or 1, N
+    index: Optional[torch.Tensor]  # nM positions within an image's groups; None for all of them
+    groups_per_image: int
+
+    def full(self) -> torch.Tensor:
+        """(groups_per_image, N or 1, N): the mask of every group, zeros where it has none."""
+        if self.index is None:
+            return self.additive
+        full = self.additive.new_zeros((self.groups_per_image, *self.additive.shape[1:]))
+        return full.index_copy(0, self.index, self.additive)
+
+
 def padding_key_mask(height: int, width: int, padded_height: int, padded_width: int,
                      grouping: Grouping, device: torch.device, dtype: torch.dtype,
-                     fill: float = -1e6) -> Optional[torch.Tensor]:
-    """Additive mask that hides padded tokens as keys: (num_groups, 1, N), or None without padding (an
-    all-zero mask where whether there is padding is not known, see :func:`known_equal`)."""
+                     fill: float = -1e6) -> Optional[GroupMask]:
+    """Additive mask that hides padded tokens as keys, (num_groups, 1, N) for every group, or None without
+    padding (an all-zero mask where whether there is padding is not known, see :func:`known_equal`)."""
     if known_equal(height, padded_height) and known_equal(width, padded_width):
         return None
     # Comparisons of index ranges rather than a boolean tensor written in place: boolean fills have no ONNX form.
@@ -121,7 +138,8 @@ def padding_key_mask(height: int, width: int, padded_height: int, padded_width: 
     cols = torch.arange(padded_width, device=device).view(1, 1, -1, 1)
     is_pad = (rows >= height) | (cols >= width)  # 1, Hp, Wp, 1
     is_pad = group_tokens(is_pad, grouping).squeeze(-1).unsqueeze(1)  # nG, 1, N
-    return torch.zeros(is_pad.shape, device=device, dtype=dtype).masked_fill_(is_pad, fill)
+    return GroupMask(torch.zeros(is_pad.shape, device=device, dtype=dtype).masked_fill_(is_pad, fill), None,
+                     is_pad.shape[0])
 
 
 def relative_offsets(group_h: int, group_w: int, device=None) -> torch.Tensor:

@@ -82,9 +82,10 @@ class PatchMerging(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/s), ceil(W/s), 2C): 2x2 neighbourhoods of every s-th token concatenated
     (:func:`.windows.concat_neighbours`), LayerNorm, Linear."""
 
-    def __init__(self, dim: int, norm_cfg: Optional[dict], stride: int = 2):
+    def __init__(self, dim: int, norm_cfg: Optional[dict], stride: int, fast_path: ops.FastPath):
         super().__init__()
         self.stride = stride
+        self.fast_path = fast_path
         self.norm = build_norm(norm_cfg, 4 * dim) if norm_cfg else None
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
@@ -92,7 +93,7 @@ class PatchMerging(nn.Module):
         x = concat_neighbours(x, self.stride)
         if self.norm is not None:
             x = self.norm(x)
-        return self.reduction(x)
+        return ops.linear(x, self.reduction, self.fast_path)
 
     def extra_repr(self) -> str:
         return f'stride={self.stride}'
@@ -180,7 +181,7 @@ class SwinTransformer(PyramidBackbone):
             def block(j: int, shifted: bool) -> SwinBlock:
                 return SwinBlock(spec.dim, spec.num_heads, window_size, shifted, mlp_ratio, qkv_bias, qk_scale,
                                  drop_rate, attn_drop_rate, spec.drop_path[j], act_cfg, norm_cfg, self.fast_path)
-            merging = (PatchMerging(spec.dim, norm_cfg if patch_norm else None, spec.merge_stride)
+            merging = (PatchMerging(spec.dim, norm_cfg if patch_norm else None, spec.merge_stride, self.fast_path)
                        if spec.merge_stride else None)
             return SwinStage(spec, window_size, block, merging)
 

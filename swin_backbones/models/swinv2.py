@@ -120,13 +120,14 @@ class SwinBlockV2(CheckpointedBlock):
 class PatchMergingV2(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): 2x2 neighbours concatenated, Linear, then LayerNorm."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, fast_path: ops.FastPath):
         super().__init__()
+        self.fast_path = fast_path
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.reduction(concat_neighbours(x)))
+        return self.norm(ops.linear(concat_neighbours(x), self.reduction, self.fast_path))
 
 
 @MODELS.register_module()
@@ -251,7 +252,7 @@ class SwinTransformerV2(PyramidBackbone):
                 return SwinBlockV2(spec.dim, spec.num_heads, window_sizes[spec.index], shifted,
                                    pretrained_window_sizes[spec.index], mlp_ratio, qkv_bias, attn_drop_rate,
                                    spec.drop_path[j], act_cfg, self.fast_path)
-            merging = PatchMergingV2(spec.dim) if spec.merge_stride else None
+            merging = PatchMergingV2(spec.dim, self.fast_path) if spec.merge_stride else None
             return SwinStage(spec, window_sizes[spec.index], block, merging, pad_small_map=self.pad_small_map)
 
         self._build_stages(make_stage, drop_rate, drop_path_rate, norm_cfg, (patch_size, 2, 2, 2)[:num_stages])

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from . import ops
 from .base import StageSpec
-from .grouping import Grouping, ceil_div, group_tokens, known_equal, pad_image_to_multiple, pad_to_size, round_up, \
-    ungroup_tokens
+from .grouping import (GroupMask, Grouping, ceil_div, group_tokens, known_equal, pad_image_to_multiple, pad_to_size,
+                       round_up, ungroup_tokens)
 from .layers import build_norm
 
 
@@ -63,7 +63,7 @@ class WindowView(NamedTuple):
     gather: Optional[torch.Tensor]  # B * nW * N
     scatter: Optional[torch.Tensor]  # one per stored token
     padding: Optional[torch.Tensor]  # B * nW, N, 1: padded window positions; None without padding
-    mask: Optional[torch.Tensor]  # nW, N, N: the shift mask, or None
+    mask: Optional[GroupMask]  # the shift mask (of the windows of the last row and column), or None
 
     def to_windows(self, tokens: torch.Tensor, window_len: int, fast_path: ops.FastPath) -> torch.Tensor:
         """Stored tokens (..., C) -> (B * nW, N, C) windows, zeros at padding."""
@@ -144,7 +144,7 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
         return (_wrap(row - shift, padded_height), _wrap(col - shift, padded_width)) if shift else (row, col)
 
     pads = not (known_equal(padded_height, height) and known_equal(padded_width, width))
-    shift_mask = _shift_mask(row, col, padded_height, padded_width, window, shift, dtype) if shift else None
+    shift_mask = _shift_mask(padded_height, padded_width, window, shift, device, dtype) if shift else None
     if not pads:
         regular = WindowView(None, None, None, None)
         shifted = None
@@ -170,14 +170,24 @@ def window_layout(batch: int, height: int, width: int, window: int, shift: int, 
                         view_of(True) if shift else None)
 
 
-def _shift_mask(row, col, padded_height, padded_width, window, shift, dtype) -> torch.Tensor:
+def _shift_mask(padded_height, padded_width, window, shift, device, dtype) -> GroupMask:
     """SW-MSA mask as mmdet builds it: regions of the rolled map split at -window and -shift from the end
-    of each side; tokens of one window from different regions do not attend to each other. (nW, N, N)."""
+    of each side; tokens of one window from different regions do not attend to each other. Both splits fall
+    inside the last row and the last column of windows: only those windows have a mask, (nM, N, N)."""
+    windows_per_row, windows_per_column = padded_width // window, padded_height // window
+    last_row = torch.arange(windows_per_row, device=device)
+    last_column = torch.arange(windows_per_column - 1, device=device)  # the last row's window counted once
+    window_row = torch.cat([last_column, last_row * 0 + (windows_per_column - 1)])
+    window_col = torch.cat([last_column * 0 + (windows_per_row - 1), last_row])
+    inner = torch.arange(window, device=device)
+    row = window_row.view(-1, 1, 1) * window + inner.view(-1, 1)  # nM, ws, 1
+    col = window_col.view(-1, 1, 1) * window + inner  # nM, 1, ws
     region = ((row >= padded_height - window).long() + (row >= padded_height - shift).long()) * 3 \
         + (col >= padded_width - window).long() + (col >= padded_width - shift).long()
     region = region.reshape(-1, window * window)
-    different = region.unsqueeze(1) != region.unsqueeze(2)  # nW, N, N
-    return torch.zeros(different.shape, device=row.device, dtype=dtype).masked_fill_(different, -100.0)
+    different = region.unsqueeze(1) != region.unsqueeze(2)  # nM, N, N
+    additive = torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, -100.0)
+    return GroupMask(additive, window_row * windows_per_row + window_col, windows_per_row * windows_per_column)
 
 
 class SwinStage(nn.Module):

@@ -24,6 +24,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
+from ..grouping import GroupMask
 from .rules import FastPath
 
 # Logits materialised at once by the recomputing backward: with 1M floats (4 MB, one head of a 1024-token
@@ -32,12 +33,13 @@ from .rules import FastPath
 _BACKWARD_CHUNK_ELEMENTS = 1 << 20
 
 
-def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[GroupMask],
                           scale: Union[float, torch.Tensor], cosine: bool = False) -> torch.Tensor:
     """The 'plain' core up to the softmax: (B * nG, heads, N, N) probabilities, to be multiplied by v.
 
-    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None; scale: a
-    float, or with ``cosine`` also a (heads, 1, 1) tensor of per-head factors of the cosine similarity.
+    q, k: (B * nG, heads, N, d); bias: (heads, N, N); mask: a :class:`.grouping.GroupMask` of the nG groups of
+    each image, or None; scale: a float, or with ``cosine`` also a (heads, 1, 1) tensor of per-head factors of
+    the cosine similarity.
     """
     groups, heads, length, _ = q.shape
     if cosine:
@@ -45,12 +47,12 @@ def plain_attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, 
     else:
         attn = (q * scale) @ k.transpose(-2, -1) + bias
     if mask is not None:
-        attn = attn.view(-1, mask.shape[0], heads, length, length) + mask.unsqueeze(1)
+        attn = attn.view(-1, mask.groups_per_image, heads, length, length) + mask.full().unsqueeze(1)
         attn = attn.view(groups, heads, length, length)
     return attn.softmax(dim=-1)
 
 
-def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+def group_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[GroupMask],
                     scale: Union[float, torch.Tensor], cosine: bool = False, *, fast_path: FastPath) -> torch.Tensor:
     """The fast core. qkv: (B * nG, N, 3, heads, d), the qkv projection as it comes out of the matmul;
     bias, mask, scale and cosine as in :func:`plain_attention_probs`. Returns (B * nG, heads, N, d); in
@@ -102,32 +104,54 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1, eps=max(1e-12, torch.finfo(x.dtype).tiny)) * nonzero
 
 
-def _combined_mask(bias: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """(1 or nG, heads, N, N): the additive term of the logits, in the dtype of q."""
+def _combined_mask(bias: torch.Tensor, mask: Optional[GroupMask], dtype: torch.dtype) -> torch.Tensor:
+    """(1 or nG, heads, N, N): the additive term of the logits of every group of an image, in the dtype of q."""
     if mask is None:
         return bias.to(dtype).unsqueeze(0)
-    return (mask.unsqueeze(1) + bias).to(dtype)
+    return (mask.full().unsqueeze(1) + bias).to(dtype)
 
 
-def _image_slices(total_groups: int, mask: Optional[torch.Tensor]):
+def _image_slices(total_groups: int, mask: Optional[GroupMask]):
     """Slices of the (B * nG) group axis that share one mask: every image, or everything without a mask."""
-    per_image = mask.shape[0] if mask is not None else total_groups
+    per_image = mask.groups_per_image if mask is not None else total_groups
     return [slice(start, start + per_image) for start in range(0, total_groups, per_image)]
 
 
+def _masked_groups(total_groups: int, mask: GroupMask) -> torch.Tensor:
+    """(B, nM): the positions in the (B * nG) group axis of the groups ``mask.index`` names in each image."""
+    starts = torch.arange(0, total_groups, mask.groups_per_image, device=mask.index.device)
+    return starts.unsqueeze(1) + mask.index
+
+
 def _sdpa(q, k, v, bias, mask, scale) -> torch.Tensor:
+    if mask is not None and mask.index is not None:
+        # Every group with the bias alone (shared by all: never written out per group), then the masked ones
+        # again with bias and mask, written over theirs.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).unsqueeze(0), scale=scale)
+        additive = (mask.additive.unsqueeze(1) + bias).to(q.dtype)
+        for rows in _masked_groups(q.shape[0], mask):
+            masked = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=additive, scale=scale)
+            out = out.index_copy_(0, rows, masked) if not out.requires_grad else out.index_copy(0, rows, masked)
+        return out
     additive = _combined_mask(bias, mask, q.dtype)
     outs = [F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=additive, scale=scale)
             for part in _image_slices(q.shape[0], mask)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def _probs(q_scaled: torch.Tensor, k: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
-    """softmax(q_scaled @ k^T + additive) for (G, heads, N, d) q and k; additive (1 or nG, heads, N, N)
-    repeats over the images of the G = B * nG groups."""
-    groups, heads, length, _ = q_scaled.shape
-    logits = torch.matmul(q_scaled, k.transpose(-2, -1))
-    logits.view(-1, *additive.shape).add_(additive)
+def _probs(q_scaled: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[GroupMask]) -> torch.Tensor:
+    """softmax(q_scaled @ k^T + bias + mask) for (B * nG, heads, N, d) q and k, bias (heads, N, N) in their
+    dtype; the mask added to the groups it names only."""
+    logits = torch.matmul(q_scaled, k.transpose(-2, -1)).add_(bias)
+    if mask is not None:
+        heads, length = logits.shape[1], logits.shape[-1]
+        per_image = logits.view(-1, mask.groups_per_image, heads, length, length)
+        additive = mask.additive.to(logits.dtype).unsqueeze(1)  # nM, 1, N or 1, N
+        if mask.index is None:
+            per_image.add_(additive)
+        else:
+            for image in per_image:
+                image.index_add_(0, mask.index, additive.expand(-1, heads, length, length))
     return logits.softmax(dim=-1)
 
 
@@ -152,7 +176,7 @@ class _StoringAttention(torch.autograd.Function):
     def forward(ctx, qkv, bias, mask, scale):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         q_scaled, k, v = q * scale, k.contiguous(), v.contiguous()
-        probs = _probs(q_scaled, k, _combined_mask(bias.detach(), mask, q.dtype))
+        probs = _probs(q_scaled, k, bias.detach().to(q.dtype), mask)
         ctx.scale = scale
         ctx.qkv_layout = (qkv.shape, qkv.dtype, qkv.device)
         ctx.bias_dtype = bias.dtype
@@ -179,16 +203,16 @@ class _RecomputingAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, bias, mask, scale):
-        ctx.scale = scale
-        ctx.save_for_backward(qkv, bias, mask)
+        ctx.scale, ctx.mask = scale, mask  # the mask is no input of autograd's: built from sizes, never trained
+        ctx.save_for_backward(qkv, bias)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         # Detached: a mask that requires grad sends the kernel down its unfused path.
         return _sdpa(q, k, v, bias.detach(), mask, scale)
 
     @staticmethod
     def backward(ctx, grad_out):
-        qkv, bias, mask = ctx.saved_tensors
-        scale = ctx.scale
+        qkv, bias = ctx.saved_tensors
+        scale, mask = ctx.scale, ctx.mask
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nG, heads, N, d
         groups, heads, length, dim = q.shape
         grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
