@@ -10,6 +10,7 @@ from .api import create_backbone, extract_features, list_backbones
 from .checkpoint import (CheckpointError, CheckpointMismatchError, safe_checkpoint_loading_enabled,
                          safe_loading_requested, use_safe_checkpoint_loading)
 from .convert import convert_checkpoint
+from .deployment import DeployError, deploy
 from .export import ExportError, check_onnx, export_onnx
 from .flops import Complexity, count_flops
 from .models import CrossFormer, SwinTransformer, SwinTransformerV2
@@ -19,9 +20,8 @@ from .version import __version__  # noqa: F401
 
 __all__ = ['MODELS', 'SwinTransformer', 'SwinTransformerV2', 'CrossFormer', 'convert_checkpoint', 'CheckpointError',
            'CheckpointMismatchError', 'create_backbone', 'extract_features', 'list_backbones', 'export_onnx',
-           'check_onnx', 'ExportError', 'count_flops', 'Complexity', 'config_path', 'list_configs', 'tool_path',
-           'use_safe_checkpoint_loading',
-           'safe_checkpoint_loading_enabled']
+           'check_onnx', 'ExportError', 'deploy', 'DeployError', 'count_flops', 'Complexity', 'config_path',
+           'list_configs', 'tool_path', 'use_safe_checkpoint_loading', 'safe_checkpoint_loading_enabled']
 
 if safe_loading_requested():
     use_safe_checkpoint_loading()

@@ -410,8 +410,10 @@ def padding_key_mask(height: int, width: int, padded_height: int, padded_width: 
     all-zero mask where whether there is padding is not known, see :func:`known_equal`)."""
     if known_equal(height, padded_height) and known_equal(width, padded_width):
         return None
-    is_pad = torch.ones(1, padded_height, padded_width, 1, device=device, dtype=torch.bool)
-    is_pad[:, :height, :width] = False
+    # Comparisons of positions, not a slice assignment: that has no ONNX form under mmdeploy's rewriters.
+    rows = torch.arange(padded_height, device=device) >= height
+    cols = torch.arange(padded_width, device=device) >= width
+    is_pad = (rows[:, None] | cols[None, :]).reshape(1, padded_height, padded_width, 1)
     is_pad = group_tokens(is_pad, grouping).squeeze(-1).unsqueeze(1)  # nG, 1, N
     return torch.zeros(is_pad.shape, device=device, dtype=dtype).masked_fill_(is_pad, fill)
 

@@ -1,0 +1,328 @@
+"""The deployment itself: the model and its weights, the export, the files mmdeploy reads, and the check.
+
+The export follows mmdeploy's ``torch2onnx`` (its task processor builds the model and the sample input, its
+``patch_model`` and ``RewriterContext`` apply its rewrites) but calls ``torch.onnx.export`` here, with what
+torch 2.13 needs: the TorchScript exporter (``dynamo=False``; torch 2.9 made the other the default) and
+``autograd_inlining=False`` (mmdeploy's NMS and RoIAlign are autograd Functions with ONNX symbolics; torch
+would trace their Python forward into the graph as well, and its peephole pass then fails on them).
+"""
+import contextlib
+import copy
+import logging
+import os
+import time
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointMismatchError, listed_keys, read_checkpoint, unwrap_state_dict
+from ..files import atomic_output_dir, check_output_path
+from ..version import __version__
+from . import DeployError, require_mmdeploy
+from .check import CheckResult, DeployReport, compare_detections, compare_segmentations
+from .configs import OPSET, deploy_config, model_task, output_names, test_scale
+from .rewrites import registered_rewrites
+
+__all__ = ['deploy_model', 'check_images', 'generated_image', 'EXPORT_IMAGE_SIZE']
+
+# A VGA photo: what the test pipeline's Resize then makes of it is the traced input.
+EXPORT_IMAGE_SIZE = (480, 640)
+ONNX_FILE = 'end2end.onnx'
+DEPLOY_CONFIG = 'deploy_config.py'
+MODEL_CONFIG = 'model_config.py'
+
+
+def load_model_config(config, cfg_options: Optional[dict] = None):
+    from mmengine.config import Config
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        if not os.path.isfile(config):
+            raise FileNotFoundError(f'config file not found: {config}')
+        cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def generated_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A toy scene (swin_backbones.toy_data) of height x width, as a BGR uint8 array (as a file is read)."""
+    from ..toy_data import make_scene
+    image, _ = make_scene(np.random.default_rng(seed), max(height, width))
+    return np.ascontiguousarray(image[:height, :width, ::-1])
+
+
+def read_image(path: str) -> np.ndarray:
+    """An image file as the test pipeline's LoadImageFromFile reads it (BGR). The pipeline gets arrays only:
+    mmdeploy's create_input switches its loader to arrays for good once it has seen one."""
+    import mmcv
+    image = mmcv.imread(path)
+    if image is None:
+        raise OSError(f'cannot read the image {path}')
+    return image
+
+
+def check_images(height: int, width: int) -> List[Tuple[int, int]]:
+    """Two image sizes other than ``height`` x ``width``: taller and wider (so that a keep-ratio Resize gives
+    inputs of other sizes too), neither side a multiple of 32."""
+    def side(value: float) -> int:
+        value = max(int(round(value)), 33)
+        return value + 1 if value % 32 == 0 else value
+    return [(side(height * 1.28), side(width * 0.77)), (side(height * 0.81), side(width * 1.1))]
+
+
+def load_weights(model: torch.nn.Module, checkpoint: str, config_name: str) -> None:
+    """Loads a whole detector or segmentor checkpoint into ``model``: every weight, each of the right shape.
+
+    The backbone's part goes through the backbone's own loading (any supported layout); everything else
+    must match by name and shape.
+    """
+    state = unwrap_state_dict(read_checkpoint(checkpoint))
+    own = model.state_dict()
+    misshaped = [f'{key} {tuple(value.shape)} (model: {tuple(own[key].shape)})' for key, value in state.items()
+                 if key in own and not key.startswith('backbone.') and value.shape != own[key].shape]
+    if misshaped:
+        raise CheckpointMismatchError(f'{checkpoint} does not fit {config_name}: mis-shaped {listed_keys(misshaped)}')
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointMismatchError(f'{checkpoint} does not fit {config_name}: '
+                                      + '; '.join(f'{kind} {listed_keys(keys)}' for kind, keys in
+                                                  (('missing', missing), ('unexpected', unexpected)) if keys))
+
+
+def _rewritten_functions(backend: str) -> set:
+    """The functions mmdeploy rewrites for ``backend`` (with this package's rewrites registered)."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    from mmdeploy.core.rewriters.rewriter_utils import collect_env, import_function
+    from mmdeploy.utils import IR, Backend
+    functions = set()
+    for path, _ in FUNCTION_REWRITER._registry.get_records(collect_env(Backend.get(backend), IR.ONNX)):
+        with contextlib.suppress(Exception):
+            functions.add(import_function(path)[0])
+    return functions
+
+
+def _needed_rewrites(model: torch.nn.Module, task: str) -> List[Tuple[torch.nn.Module, str]]:
+    """(module, method) pairs whose batched, graph-friendly version only mmdeploy's rewrites provide."""
+    if task == 'segmentation':
+        return [(model, 'forward'), (model, 'predict')]
+    needed = [(model, 'forward')]
+    if hasattr(model, 'rpn_head'):
+        needed.append((model.rpn_head, 'predict_by_feat'))
+        roi_head = model.roi_head
+        needed.append((roi_head, 'predict_bbox'))
+        bbox_heads = roi_head.bbox_head if isinstance(roi_head.bbox_head, torch.nn.ModuleList) else [roi_head.bbox_head]
+        needed.append((bbox_heads[-1], 'predict_by_feat'))
+        if task == 'instance-seg':
+            mask_heads = (roi_head.mask_head if isinstance(roi_head.mask_head, torch.nn.ModuleList)
+                          else [roi_head.mask_head])
+            needed += [(roi_head, 'predict_mask'), (mask_heads[-1], 'predict_by_feat')]
+    elif hasattr(model, 'bbox_head'):
+        needed.append((model.bbox_head, 'predict_by_feat'))
+    return needed
+
+
+def check_deployable(model: torch.nn.Module, task: str, backend: str, config_name: str) -> None:
+    rewritten = _rewritten_functions(backend)
+    for module, method in _needed_rewrites(model, task):
+        function = getattr(type(module), method, None)
+        if function not in rewritten:
+            owner = function.__qualname__ if function is not None else f'{type(module).__name__}.{method}'
+            raise DeployError(f'{config_name}: {type(module).__name__} cannot be deployed: mmdeploy has no rewrite '
+                              f'of {owner} for {backend}, which an end-to-end graph needs')
+
+
+class _EndToEnd(torch.nn.Module):
+    """The model's predict mode as a function of the image batch alone (what is traced)."""
+
+    def __init__(self, model: torch.nn.Module, data_samples):
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, input: torch.Tensor):
+        return self.model(input, data_samples=copy.deepcopy(self.data_samples), mode='predict')
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """mmdeploy and mmengine warn about registry scopes and rewrites of other torch versions on every step."""
+    from mmengine.logging import MMLogger
+    loggers = [MMLogger.get_instance(name) for name in ('mmdeploy', 'mmengine')]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class _Deployment:
+    """The pieces one deployment shares between its export and its check."""
+
+    def __init__(self, model_cfg, checkpoint: str, config_name: str, dynamic: bool, shape: Optional[Tuple[int, int]],
+                 backend: str):
+        from mmdeploy.apis import build_task_processor
+        from mmdeploy.core import patch_model
+        from mmdeploy.utils import IR
+        self.task = model_task(model_cfg)
+        self.dynamic = dynamic
+        self.backend = backend
+        self.config_name = config_name
+        self.model_cfg = model_cfg
+        self.input_shape = None if dynamic else (shape or test_scale(model_cfg))
+        self.deploy_cfg = deploy_config(model_cfg, self.task, dynamic, self.input_shape, backend)
+        # mmdeploy's create_input changes the pipeline of the config it was given: keep ours as written.
+        self.processor = build_task_processor(copy.deepcopy(model_cfg), self.deploy_cfg, 'cpu')
+        self.model = self.processor.build_pytorch_model(None)
+        load_weights(self.model, checkpoint, config_name)
+        self.model.eval()
+        check_deployable(self.model, self.task, backend, config_name)
+        backbone = getattr(self.model, 'backbone', None)
+        self.minimum = backbone.minimum_input_size() if hasattr(backbone, 'minimum_input_size') else 1
+        self.patched = patch_model(self.model, cfg=self.deploy_cfg, backend=backend, ir=IR.ONNX)
+        post = self.deploy_cfg.codebase_config.get('post_processing', {})
+        self.score_threshold = self._final_test_cfg().get('score_thr', post.get('score_threshold', 0.0))
+        self.keep_top_k = self._final_test_cfg().get('max_per_img', post.get('keep_top_k', 100))
+
+    def _final_test_cfg(self) -> dict:
+        test_cfg = self.model_cfg.model.get('test_cfg') or {}
+        return test_cfg.get('rcnn', test_cfg) or {}
+
+    def rewriter_context(self):
+        from mmdeploy.core import RewriterContext
+        from mmdeploy.utils import IR
+        return RewriterContext(cfg=self.deploy_cfg, backend=self.backend, ir=IR.ONNX, opset=OPSET)
+
+    def inputs(self, images: Sequence, name: str):
+        """(data, input batch) of images (arrays or paths) through the test pipeline and data preprocessor."""
+        input_shape = None if self.dynamic else [self.input_shape[1], self.input_shape[0]]
+        data, batch = self.processor.create_input(list(images), input_shape,
+                                                  data_preprocessor=self.model.data_preprocessor)
+        height, width = batch.shape[-2:]
+        if min(height, width) < self.minimum:
+            raise DeployError(f'{name}: the test pipeline makes an input of {height} x {width}, but the exported '
+                              f'{type(self.model.backbone).__name__} computes what PyTorch does only for inputs of '
+                              f'at least {self.minimum} px a side (see its minimum_input_size); give larger images '
+                              'or raise the test scale (e.g. --cfg-options test_pipeline.1.scale=...)')
+        return data, batch
+
+    def export(self, path: str, images: Sequence) -> Tuple[Tuple[int, ...], float]:
+        data, batch = self.inputs(images, 'the export image')
+        module = _EndToEnd(self.patched, data['data_samples']).eval()
+        onnx_cfg = self.deploy_cfg.onnx_config
+        start = time.perf_counter()
+        with self.rewriter_context(), torch.no_grad():
+            torch.onnx.export(module, (batch, ), path, dynamo=False, autograd_inlining=False, export_params=True,
+                              input_names=list(onnx_cfg.input_names), output_names=list(onnx_cfg.output_names),
+                              opset_version=OPSET, dynamic_axes=onnx_cfg.get('dynamic_axes'),
+                              keep_initializers_as_inputs=False)
+        seconds = time.perf_counter() - start
+        import onnx
+        model_proto = onnx.load(path)
+        onnx.helper.set_model_props(model_proto, {'producer': f'swin_backbones {__version__} with mmdeploy',
+                                                  'minimum_input_size': str(self.minimum)})
+        onnx.save(model_proto, path)
+        onnx.checker.check_model(path)
+        return tuple(batch.shape), seconds
+
+    def check(self, backend_model, images: Sequence, name: str) -> CheckResult:
+        """onnxruntime (through mmdeploy's backend model) against the same rewritten model in PyTorch."""
+        data, batch = self.inputs(images, name)
+        result = CheckResult(name=name, input_shape=tuple(batch.shape))
+        with self.rewriter_context(), torch.no_grad():
+            reference = self.patched(batch, data_samples=copy.deepcopy(data['data_samples']), mode='predict')
+        reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+        try:
+            outputs = backend_model.wrapper({'input': batch})
+        except Exception as error:  # onnxruntime's own exception types
+            raise DeployError(f'{name}: onnxruntime failed on an input of shape {tuple(batch.shape)}: '
+                              f'{str(error).splitlines()[0]}') from None
+        names = output_names(self.task)
+        ours = [outputs[key] for key in names]
+        for key, theirs, mine in zip(names, reference, ours):
+            if tuple(theirs.shape[:2]) != tuple(mine.shape[:2]) or theirs.dim() != mine.dim():
+                result.errors.append(f'output {key!r} has shape {tuple(mine.shape)} in onnxruntime, '
+                                     f'{tuple(theirs.shape)} in PyTorch')
+        if result.errors:
+            return result
+        if self.task == 'segmentation':
+            return compare_segmentations(reference[0].numpy(), ours[0].numpy(), result)
+        for expected, got in zip(self._detections(reference, data), self._detections(ours, data)):
+            compare_detections(expected[0], got[0], expected[1], self.score_threshold, self.keep_top_k, result)
+        return result
+
+    @staticmethod
+    def _detections(outputs: List[torch.Tensor], data) -> List[Tuple[Dict, Tuple[int, int]]]:
+        """Per image: boxes, scores, labels (and mask probabilities) in the original image's pixels, and its
+        (H, W): what mmdeploy's backend model makes of the outputs (before it thresholds the masks)."""
+        from mmdeploy.codebase.mmdet.deploy.object_detection_model import End2EndModel
+        results = []
+        for index, sample in enumerate(data['data_samples']):
+            dets, labels = outputs[0][index], outputs[1][index]
+            kept = dets[:, 4] > 0
+            scale_factor = torch.tensor(sample.metainfo['scale_factor'], dtype=dets.dtype).repeat(2)
+            boxes = dets[kept, :4] / scale_factor
+            height, width = sample.metainfo['ori_shape'][:2]
+            detections = dict(boxes=boxes.numpy(), scores=dets[kept, 4].numpy(), labels=labels[kept].numpy())
+            if len(outputs) > 2:
+                detections['masks'] = End2EndModel.postprocessing_masks(boxes, outputs[2][index][kept], width,
+                                                                        height).numpy()
+            results.append((detections, (height, width)))
+        return results
+
+
+def _write_configs(deployment: _Deployment, directory: str, checkpoint: str) -> None:
+    from mmdeploy.backend.sdk.export_info import export2SDK
+    deployment.deploy_cfg.dump(os.path.join(directory, DEPLOY_CONFIG))
+    deployment.model_cfg.dump(os.path.join(directory, MODEL_CONFIG))
+    export2SDK(deployment.deploy_cfg, deployment.model_cfg, directory, pth=os.path.abspath(checkpoint), device='cpu')
+
+
+def deploy_model(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] = None, dynamic: bool = True,
+                 images: Optional[Sequence[str]] = None, force: bool = False, cfg_options: Optional[dict] = None,
+                 backend: str = 'onnxruntime') -> DeployReport:
+    """See :func:`swin_backbones.deploy`."""
+    require_mmdeploy()
+    check_output_path(out, force)  # before any work
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+    for image in images or ():
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f'image not found: {image}')
+    if shape is not None and min(shape) < 1:
+        raise ValueError(f'shape must be two positive sides, got {shape}')
+    config_name = config if isinstance(config, str) else (config.filename or 'the config')
+    model_cfg = load_model_config(config, cfg_options)
+    from mmengine.registry import DefaultScope
+    with atomic_output_dir(out, force) as directory, _quiet_logs(), \
+            DefaultScope.overwrite_default_scope(model_cfg.get('default_scope')), registered_rewrites():
+        deployment = _Deployment(model_cfg, checkpoint, config_name, dynamic, shape, backend)
+        export_size = shape if (shape and dynamic) else EXPORT_IMAGE_SIZE
+        onnx_path = os.path.join(directory, ONNX_FILE)
+        export_shape, seconds = deployment.export(onnx_path, [generated_image(*export_size, seed=0)])
+        _write_configs(deployment, directory, checkpoint)
+        backend_model = deployment.processor.build_backend_model([onnx_path])
+        checks = []
+        if images:
+            checks += [deployment.check(backend_model, [read_image(image)], image) for image in images]
+        else:
+            sizes = check_images(*export_size)
+            checks += [deployment.check(backend_model, [generated_image(*size, seed=index + 1)],
+                                        f'image {size[0]}x{size[1]}') for index, size in enumerate(sizes)]
+            height, width = sizes[0]
+            checks.append(deployment.check(backend_model, [generated_image(height, width, seed=seed)
+                                                           for seed in (3, 4)], f'batch of 2 {height}x{width}'))
+        report = DeployReport(out=out, task=deployment.task, dynamic=dynamic, export_input_shape=export_shape,
+                              minimum_input_size=deployment.minimum, files=sorted(os.listdir(directory)),
+                              checks=checks, export_seconds=seconds)
+        if not report.passed:
+            failed = '; '.join(check.line() for check in checks if not check.passed)
+            raise DeployError(f'onnxruntime and PyTorch differ, so nothing was written to {out}: {failed}')
+    return report
