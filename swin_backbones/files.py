@@ -51,8 +51,11 @@ def atomic_output_dir(path: str, force: bool = False) -> Iterator[str]:
     """
     check_output_path(path, force)
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(dir=parent, prefix='.partial-')
+    try:
+        os.makedirs(parent, exist_ok=True)
+        temporary = tempfile.mkdtemp(dir=parent, prefix='.partial-')
+    except OSError as error:
+        raise OSError(error.errno, f'cannot write {path}: {error.strerror}', error.filename) from None
     try:
         umask = os.umask(0)
         os.umask(umask)

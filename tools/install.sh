@@ -7,7 +7,23 @@
 #   * mmcv 2.1.0 with compiled ops from ../shared/wheels when that folder exists, built from source otherwise;
 #   * mmengine 0.10.x, mmdet 3.3.0, mmsegmentation 1.2.2, test tools (mmpretrain 1.2.0 without its
 #     dependencies, a SwinV2 reference), and this package in editable mode.
+#
+#   bash tools/install.sh [--with deploy]
+#
+# --with deploy adds the deploy extra (onnx, onnxruntime, aenum) and mmdeploy 1.3.1 without its declared
+# dependencies: its metadata pins protobuf<=3.20.2, which would take onnx back to 1.17 and protobuf to a
+# pure-Python build, and lists grpcio, matplotlib and multiprocess, which its onnxruntime path never imports.
 set -euo pipefail
+
+with_deploy=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --with) [ "${2:-}" = deploy ] || { echo "usage: bash tools/install.sh [--with deploy]" >&2; exit 2; }
+            with_deploy=1; shift 2 ;;
+    --with=deploy) with_deploy=1; shift ;;
+    *) echo "usage: bash tools/install.sh [--with deploy]" >&2; exit 2 ;;
+  esac
+done
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VIRTUAL_ENV:-$repo/.venv}
@@ -25,8 +41,9 @@ pip=("$py" -m pip --disable-pip-version-check --no-input -q)
 has() { "$py" -c "$1" >/dev/null 2>&1; }
 
 stamp=$venv/.swin_backbones_installed
-if [ -f "$stamp" ] && [ "$stamp" -nt "$repo/setup.cfg" ] && [ "$stamp" -nt "$0" ] \
-   && has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones'; then
+ready='import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones'
+[ "$with_deploy" = 1 ] && ready="$ready, mmdeploy, onnxruntime, aenum"
+if [ -f "$stamp" ] && [ "$stamp" -nt "$repo/setup.cfg" ] && [ "$stamp" -nt "$0" ] && has "$ready"; then
   log "environment at $venv is up to date"
   exit 0
 fi
@@ -61,13 +78,18 @@ if ! has 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"'; then
 fi
 
 log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable)"
-"${pip[@]}" install --no-build-isolation -e "$repo[det,seg,test]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
+extras=det,seg,test
+[ "$with_deploy" = 1 ] && extras=$extras,deploy
+"${pip[@]}" install --no-build-isolation -e "$repo[$extras]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
+if [ "$with_deploy" = 1 ]; then
+  log "installing mmdeploy 1.3.1 (without its declared dependencies)"
+  "${pip[@]}" install --no-deps mmdeploy==1.3.1
+fi
 # mmpretrain's SwinTransformerV2 is a reference in the tests only: its backbone file needs nothing beyond
 # mmcv and mmengine (tests/test_swinv2.py imports it without mmpretrain's package __init__), so none of
 # mmpretrain's own dependencies are installed.
 "${pip[@]}" install --no-deps mmpretrain==1.2.0
 
-has 'import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones' || {
-  log "installation finished but the packages do not import"; exit 1; }
+has "$ready" || { log "installation finished but the packages do not import"; exit 1; }
 touch "$stamp"
 log "ready: $venv"

@@ -18,6 +18,7 @@ import sys
 
 from mmengine.config import DictAction
 
+from ..deployment import deploy
 from . import command_line, positive_int
 
 
@@ -43,7 +44,6 @@ def main(argv=None) -> int:
     parser.add_argument('--force', action='store_true', help='replace an existing --out directory')
     args = parser.parse_args(argv)
 
-    from ..deployment import deploy
     report = deploy(args.config, args.checkpoint, args.out, shape=tuple(args.shape) if args.shape else None,
                     dynamic=args.dynamic, images=args.images, force=args.force, cfg_options=args.cfg_options)
     print('\n'.join(report.lines()))

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 from mmengine.config import Config
 
-from . import DeployError
+from .errors import DeployError
 
 __all__ = ['TASKS', 'OPSET', 'BACKENDS', 'model_task', 'output_names', 'deploy_config', 'test_scale']
 

@@ -19,16 +19,20 @@ import torch
 
 from ..checkpoint import CheckpointMismatchError, listed_keys, read_checkpoint, unwrap_state_dict
 from ..files import atomic_output_dir, check_output_path
+from ..toy_data import make_scene
 from ..version import __version__
-from . import DeployError, require_mmdeploy
 from .check import CheckResult, DeployReport, compare_detections, compare_segmentations
 from .configs import OPSET, deploy_config, model_task, output_names, test_scale
+from .errors import DeployError, require_mmdeploy
 from .rewrites import registered_rewrites
 
-__all__ = ['deploy_model', 'check_images', 'generated_image', 'EXPORT_IMAGE_SIZE']
+__all__ = ['deploy', 'candidate_sizes', 'generated_image', 'read_image', 'EXPORT_IMAGE_SIZE']
 
 # A VGA photo: what the test pipeline's Resize then makes of it is the traced input.
 EXPORT_IMAGE_SIZE = (480, 640)
+# Height / width of the generated check images, in the order tried (see candidate_sizes).
+CHECK_ASPECT_RATIOS = (1.125, 0.625, 1.6, 0.5, 1.33, 0.8, 2.0, 0.4)
+CHECKED_SIZES = 2
 ONNX_FILE = 'end2end.onnx'
 DEPLOY_CONFIG = 'deploy_config.py'
 MODEL_CONFIG = 'model_config.py'
@@ -49,7 +53,6 @@ def load_model_config(config, cfg_options: Optional[dict] = None):
 
 def generated_image(height: int, width: int, seed: int) -> np.ndarray:
     """A toy scene (swin_backbones.toy_data) of height x width, as a BGR uint8 array (as a file is read)."""
-    from ..toy_data import make_scene
     image, _ = make_scene(np.random.default_rng(seed), max(height, width))
     return np.ascontiguousarray(image[:height, :width, ::-1])
 
@@ -64,13 +67,14 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
-def check_images(height: int, width: int) -> List[Tuple[int, int]]:
-    """Two image sizes other than ``height`` x ``width``: taller and wider (so that a keep-ratio Resize gives
-    inputs of other sizes too), neither side a multiple of 32."""
+def candidate_sizes(height: int, width: int) -> List[Tuple[int, int]]:
+    """Image sizes of about the area of ``height`` x ``width`` with other aspect ratios (a keep-ratio Resize
+    then gives inputs of other sizes too), neither side a multiple of 32."""
     def side(value: float) -> int:
         value = max(int(round(value)), 33)
         return value + 1 if value % 32 == 0 else value
-    return [(side(height * 1.28), side(width * 0.77)), (side(height * 0.81), side(width * 1.1))]
+    area = height * width
+    return [(side((area * ratio) ** 0.5), side((area / ratio) ** 0.5)) for ratio in CHECK_ASPECT_RATIOS]
 
 
 def load_weights(model: torch.nn.Module, checkpoint: str, config_name: str) -> None:
@@ -88,8 +92,19 @@ def load_weights(model: torch.nn.Module, checkpoint: str, config_name: str) -> N
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointMismatchError(f'{checkpoint} does not fit {config_name}: '
-                                      + '; '.join(f'{kind} {listed_keys(keys)}' for kind, keys in
+                                      + '; '.join(f'{kind} {_by_part(keys)}' for kind, keys in
                                                   (('missing', missing), ('unexpected', unexpected)) if keys))
+
+
+def _by_part(keys: Sequence[str]) -> str:
+    """A few keys by name, more by the model part they belong to ('roi_head.* (16 tensors)')."""
+    if len(keys) <= 5:
+        return ', '.join(keys)
+    parts: Dict[str, int] = {}
+    for key in keys:
+        part = key.split('.')[0]
+        parts[part] = parts.get(part, 0) + 1
+    return ', '.join(f'{part}.* ({count} tensors)' for part, count in parts.items())
 
 
 def _rewritten_functions(backend: str) -> set:
@@ -181,9 +196,9 @@ class _Deployment:
         # mmdeploy's create_input changes the pipeline of the config it was given: keep ours as written.
         self.processor = build_task_processor(copy.deepcopy(model_cfg), self.deploy_cfg, 'cpu')
         self.model = self.processor.build_pytorch_model(None)
+        check_deployable(self.model, self.task, backend, config_name)
         load_weights(self.model, checkpoint, config_name)
         self.model.eval()
-        check_deployable(self.model, self.task, backend, config_name)
         backbone = getattr(self.model, 'backbone', None)
         self.minimum = backbone.minimum_input_size() if hasattr(backbone, 'minimum_input_size') else 1
         self.patched = patch_model(self.model, cfg=self.deploy_cfg, backend=backend, ir=IR.ONNX)
@@ -200,11 +215,28 @@ class _Deployment:
         from mmdeploy.utils import IR
         return RewriterContext(cfg=self.deploy_cfg, backend=self.backend, ir=IR.ONNX, opset=OPSET)
 
-    def inputs(self, images: Sequence, name: str):
-        """(data, input batch) of images (arrays or paths) through the test pipeline and data preprocessor."""
+    def preprocessed(self, images: Sequence):
+        """(data, input batch) of images (arrays) through the test pipeline and the data preprocessor."""
         input_shape = None if self.dynamic else [self.input_shape[1], self.input_shape[0]]
-        data, batch = self.processor.create_input(list(images), input_shape,
-                                                  data_preprocessor=self.model.data_preprocessor)
+        return self.processor.create_input(list(images), input_shape, data_preprocessor=self.model.data_preprocessor)
+
+    def check_sizes(self, export_size: Tuple[int, int], export_input: Sequence[int]) -> List[Tuple[int, int]]:
+        """Generated-image sizes to check at: the first candidates whose inputs differ from the export's and
+        from each other (dynamic shapes), and are not below the minimum size."""
+        chosen, inputs = [], {tuple(export_input[-2:])}
+        for size in candidate_sizes(*export_size):
+            shape = tuple(self.preprocessed([np.zeros(size + (3, ), np.uint8)])[1].shape[-2:])
+            if min(shape) >= self.minimum and (shape not in inputs or not self.dynamic):
+                chosen.append(size)
+                inputs.add(shape)
+            if len(chosen) == CHECKED_SIZES:
+                return chosen
+        raise DeployError(f'no generated image size of about {export_size[0]} x {export_size[1]} gives the test '
+                          'pipeline inputs of two other sizes (and not below the minimum): give --image files')
+
+    def inputs(self, images: Sequence, name: str):
+        """:meth:`preprocessed`, refused below the minimum input size."""
+        data, batch = self.preprocessed(images)
         height, width = batch.shape[-2:]
         if min(height, width) < self.minimum:
             raise DeployError(f'{name}: the test pipeline makes an input of {height} x {width}, but the exported '
@@ -232,15 +264,16 @@ class _Deployment:
         onnx.checker.check_model(path)
         return tuple(batch.shape), seconds
 
-    def check(self, backend_model, images: Sequence, name: str) -> CheckResult:
-        """onnxruntime (through mmdeploy's backend model) against the same rewritten model in PyTorch."""
+    def check(self, run_graph, images: Sequence, name: str) -> CheckResult:
+        """The ONNX model (``run_graph``: input batch -> {output name: tensor}) against the same rewritten model
+        in PyTorch."""
         data, batch = self.inputs(images, name)
         result = CheckResult(name=name, input_shape=tuple(batch.shape))
         with self.rewriter_context(), torch.no_grad():
             reference = self.patched(batch, data_samples=copy.deepcopy(data['data_samples']), mode='predict')
         reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
         try:
-            outputs = backend_model.wrapper({'input': batch})
+            outputs = run_graph(batch)
         except Exception as error:  # onnxruntime's own exception types
             raise DeployError(f'{name}: onnxruntime failed on an input of shape {tuple(batch.shape)}: '
                               f'{str(error).splitlines()[0]}') from None
@@ -278,6 +311,22 @@ class _Deployment:
         return results
 
 
+def _graph_runner(deployment: _Deployment, onnx_path: str, providers: Optional[Sequence]):
+    """input batch -> {output name: tensor} from mmdeploy's onnxruntime backend model (the CPU), or from an
+    onnxruntime session with ``providers``."""
+    if not providers:
+        wrapper = deployment.processor.build_backend_model([onnx_path]).wrapper
+        return lambda batch: wrapper({'input': batch})
+    import onnxruntime as ort
+    session = ort.InferenceSession(onnx_path, providers=list(providers))
+    names = [output.name for output in session.get_outputs()]
+
+    def run_graph(batch):
+        outputs = session.run(names, {'input': batch.numpy()})
+        return {name: torch.from_numpy(value) for name, value in zip(names, outputs)}
+    return run_graph
+
+
 def _write_configs(deployment: _Deployment, directory: str, checkpoint: str) -> None:
     from mmdeploy.backend.sdk.export_info import export2SDK
     deployment.deploy_cfg.dump(os.path.join(directory, DEPLOY_CONFIG))
@@ -285,10 +334,19 @@ def _write_configs(deployment: _Deployment, directory: str, checkpoint: str) -> 
     export2SDK(deployment.deploy_cfg, deployment.model_cfg, directory, pth=os.path.abspath(checkpoint), device='cpu')
 
 
-def deploy_model(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] = None, dynamic: bool = True,
-                 images: Optional[Sequence[str]] = None, force: bool = False, cfg_options: Optional[dict] = None,
-                 backend: str = 'onnxruntime') -> DeployReport:
-    """See :func:`swin_backbones.deploy`."""
+def deploy(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] = None, dynamic: bool = True,
+           images: Optional[Sequence[str]] = None, force: bool = False, cfg_options: Optional[dict] = None,
+           backend: str = 'onnxruntime', providers: Optional[Sequence] = None) -> DeployReport:
+    """Exports the detector or segmentor of ``config`` (a path or an mmengine Config) with the weights of
+    ``checkpoint`` to ``out`` and checks it; returns the check's :class:`~.check.DeployReport`.
+
+    ``shape`` (H, W) is the size of the image traced for the export (default 480 x 640; the test pipeline
+    resizes it); with ``dynamic=False`` it is the fixed input size that the pipeline resizes every image to
+    (default: the test scale). The check runs on ``images`` (paths) or on generated ones at two other
+    sizes, and a batch of two, in mmdeploy's onnxruntime wrapper on the CPU, or in an onnxruntime session
+    with ``providers`` (e.g. ['CUDAExecutionProvider']). A failed check raises :class:`DeployError` and
+    leaves nothing at ``out``. An existing ``out`` is only replaced with ``force``.
+    """
     require_mmdeploy()
     check_output_path(out, force)  # before any work
     if not os.path.isfile(checkpoint):
@@ -308,16 +366,17 @@ def deploy_model(config, checkpoint: str, out: str, shape: Optional[Tuple[int, i
         onnx_path = os.path.join(directory, ONNX_FILE)
         export_shape, seconds = deployment.export(onnx_path, [generated_image(*export_size, seed=0)])
         _write_configs(deployment, directory, checkpoint)
-        backend_model = deployment.processor.build_backend_model([onnx_path])
-        checks = []
+        run_graph = _graph_runner(deployment, onnx_path, providers)
         if images:
-            checks += [deployment.check(backend_model, [read_image(image)], image) for image in images]
+            arrays = [read_image(image) for image in images]
+            checks = [deployment.check(run_graph, [array], image) for array, image in zip(arrays, images)]
+            checks.append(deployment.check(run_graph, arrays[:1] * 2, f'batch of 2 {images[0]}'))
         else:
-            sizes = check_images(*export_size)
-            checks += [deployment.check(backend_model, [generated_image(*size, seed=index + 1)],
-                                        f'image {size[0]}x{size[1]}') for index, size in enumerate(sizes)]
+            sizes = deployment.check_sizes(export_size, export_shape)
+            checks = [deployment.check(run_graph, [generated_image(*size, seed=index + 1)],
+                                       f'image {size[0]}x{size[1]}') for index, size in enumerate(sizes)]
             height, width = sizes[0]
-            checks.append(deployment.check(backend_model, [generated_image(height, width, seed=seed)
+            checks.append(deployment.check(run_graph, [generated_image(height, width, seed=seed)
                                                            for seed in (3, 4)], f'batch of 2 {height}x{width}'))
         report = DeployReport(out=out, task=deployment.task, dynamic=dynamic, export_input_shape=export_shape,
                               minimum_input_size=deployment.minimum, files=sorted(os.listdir(directory)),
