@@ -1,5 +1,5 @@
 """The mmdeploy deploy config of a model config: what mmdeploy's own config files say for its onnxruntime
-(and TensorRT) end-to-end tasks, with the model's own test settings where mmdeploy would put its defaults.
+end-to-end tasks, with the model's own test settings where mmdeploy would put its defaults.
 
 mmdeploy's pip package carries no config files, so the three it would take (mmdet instance segmentation,
 mmdet detection, mmseg segmentation; static or dynamic) are built here as dicts.
@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from .errors import DeployError
 
-__all__ = ['TASKS', 'OPSET', 'BACKENDS', 'model_task', 'output_names', 'deploy_config', 'test_scale']
+__all__ = ['TASKS', 'OPSET', 'BACKEND', 'model_task', 'output_names', 'deploy_config', 'test_scale']
 
 # task name -> (mmdeploy codebase, mmdeploy task)
 TASKS = {
@@ -21,7 +21,8 @@ TASKS = {
 # 12 at least: the backbones clamp int64 tensors (Clip on integers came with opset 12); 17 as the backbone
 # export (swin_backbones.export) uses. RoiAlign takes its half-pixel alignment as an attribute from opset 16.
 OPSET = 17
-BACKENDS = ('onnxruntime', 'tensorrt')
+# mmdeploy's backend: the same graph also runs in onnxruntime's CUDA and TensorRT execution providers.
+BACKEND = 'onnxruntime'
 
 
 def model_task(model_cfg: Config) -> str:
@@ -61,12 +62,12 @@ def _dynamic_axes(task: str) -> dict:
     return axes
 
 
-def _post_processing(model_cfg: Config, backend: str) -> dict:
+def _post_processing(model_cfg: Config) -> dict:
     """mmdeploy's NMS settings from the model's test_cfg (the final stage's), so that the deployed model keeps
     the boxes mmdet's would: ``keep_top_k`` its max_per_img, the same per class (a class can fill the whole
-    list), no candidate cut before NMS beyond the head's own nms_pre on onnxruntime (TensorRT's NMS plugin
-    takes at most 4096 candidates). mmdeploy's rewrites read score_thr, nms.iou_threshold and max_per_img
-    from the model's test_cfg themselves; these are the values they fall back on."""
+    list), and no candidate cut before NMS beyond the head's own nms_pre. mmdeploy's rewrites read score_thr,
+    nms.iou_threshold and max_per_img from the model's test_cfg themselves; these are the values they fall
+    back on."""
     test_cfg = model_cfg.model.get('test_cfg') or {}
     final = test_cfg.get('rcnn', test_cfg) or {}
     keep = int(final.get('max_per_img', 100))
@@ -74,17 +75,15 @@ def _post_processing(model_cfg: Config, backend: str) -> dict:
                 confidence_threshold=0.005,
                 iou_threshold=float((final.get('nms') or {}).get('iou_threshold', 0.5)),
                 max_output_boxes_per_class=keep,
-                pre_top_k=-1 if backend == 'onnxruntime' else 4096,
+                pre_top_k=-1,
                 keep_top_k=keep,
                 background_label_id=-1,
                 export_postprocess_mask=False)
 
 
-def deploy_config(model_cfg: Config, task: str, dynamic: bool = True, input_shape: Optional[Tuple[int, int]] = None,
-                  backend: str = 'onnxruntime') -> Config:
-    """mmdeploy's deploy config for ``task`` on ``backend``; ``input_shape`` (H, W) only for static shapes."""
-    if backend not in BACKENDS:
-        raise DeployError(f'backend must be one of {BACKENDS}, got {backend!r}')
+def deploy_config(model_cfg: Config, task: str, dynamic: bool = True,
+                  input_shape: Optional[Tuple[int, int]] = None) -> Config:
+    """mmdeploy's deploy config for ``task``; ``input_shape`` (H, W) only for static shapes."""
     codebase, mmdeploy_task = TASKS[task]
     onnx_config = dict(type='onnx', export_params=True, keep_initializers_as_inputs=False, opset_version=OPSET,
                        save_file='end2end.onnx', input_names=['input'], output_names=list(output_names(task)),
@@ -93,13 +92,11 @@ def deploy_config(model_cfg: Config, task: str, dynamic: bool = True, input_shap
         onnx_config['dynamic_axes'] = _dynamic_axes(task)
     if codebase == 'mmdet':
         codebase_config = dict(type='mmdet', task=mmdeploy_task, model_type='end2end',
-                               post_processing=_post_processing(model_cfg, backend))
+                               post_processing=_post_processing(model_cfg))
     else:
         codebase_config = dict(type='mmseg', task=mmdeploy_task, with_argmax=True)
-    backend_config = dict(type=backend)
-    if backend == 'tensorrt':
-        backend_config['common_config'] = dict(fp16_mode=False, max_workspace_size=1 << 30)
-    return Config(dict(onnx_config=onnx_config, codebase_config=codebase_config, backend_config=backend_config))
+    return Config(dict(onnx_config=onnx_config, codebase_config=codebase_config,
+                       backend_config=dict(type=BACKEND)))
 
 
 def test_scale(model_cfg: Config) -> Tuple[int, int]:

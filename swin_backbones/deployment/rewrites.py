@@ -1,11 +1,11 @@
 """What mmdeploy 1.3.1 gets wrong on torch 2.13 and for these models, done here as rewrites of its own kind.
 
 Each is registered into mmdeploy's registries (``FUNCTION_REWRITER``, ``SYMBOLIC_REWRITER``) for the
-onnxruntime and TensorRT backends only inside :func:`registered_rewrites`, and removed again when it ends;
-nothing here runs or registers when ``swin_backbones`` is imported. For a backend, mmdeploy prefers a
-backend's own rewrite to its default one, so these replace mmdeploy's defaults while they are registered.
+onnxruntime backend only inside :func:`registered_rewrites`, and removed again when it ends; nothing here
+runs or registers when ``swin_backbones`` is imported. mmdeploy prefers a backend's own rewrite to its
+default one, so these replace mmdeploy's defaults while they are registered.
 
-* RoIAlign symbolic (onnxruntime): mmdeploy's builds the batch indices with ``symbolic_opset9._cast_Long``,
+* RoIAlign symbolic: mmdeploy's builds the batch indices with ``symbolic_opset9._cast_Long``,
   which torch removed; this one casts with a plain ONNX ``Cast`` and, from opset 16, leaves the half-pixel
   alignment to RoiAlign's own attribute.
 * ``F.scaled_dot_product_attention``: mmdeploy's default rewrite divides the logits by ``scale`` where
@@ -28,6 +28,8 @@ from typing import Iterator, List
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
+
+from .configs import BACKEND
 
 __all__ = ['registered_rewrites']
 
@@ -125,18 +127,16 @@ def cascade_roi_head__predict_bbox(self, x, batch_img_metas, rpn_results_list, r
         batch_img_metas=batch_img_metas, rcnn_test_cfg=rcnn_test_cfg, rescale=rescale)
 
 
-# (function path, rewrite, backends)
+# (function path, rewrite)
 FUNCTION_REWRITES = (
-    ('torch.nn.functional.scaled_dot_product_attention', scaled_dot_product_attention__torch,
-     ('onnxruntime', 'tensorrt')),
-    ('torch.nn.functional.adaptive_avg_pool2d', adaptive_avg_pool2d__any_size, ('onnxruntime', 'tensorrt')),
-    ('mmseg.models.utils.wrappers.Upsample.forward', upsample_forward__traced_size, ('onnxruntime', 'tensorrt')),
-    ('mmdet.models.roi_heads.cascade_roi_head.CascadeRoIHead.predict_bbox', cascade_roi_head__predict_bbox,
-     ('onnxruntime', 'tensorrt')),
+    ('torch.nn.functional.scaled_dot_product_attention', scaled_dot_product_attention__torch),
+    ('torch.nn.functional.adaptive_avg_pool2d', adaptive_avg_pool2d__any_size),
+    ('mmseg.models.utils.wrappers.Upsample.forward', upsample_forward__traced_size),
+    ('mmdet.models.roi_heads.cascade_roi_head.CascadeRoIHead.predict_bbox', cascade_roi_head__predict_bbox),
 )
-# (autograd Function path, symbolic, backends); TensorRT keeps mmdeploy's own, a plugin op.
+# (autograd Function path, symbolic)
 SYMBOLIC_REWRITES = (
-    ('mmcv.ops.roi_align.__self__', roi_align__onnxruntime, ('onnxruntime', )),
+    ('mmcv.ops.roi_align.__self__', roi_align__onnxruntime),
 )
 
 
@@ -149,15 +149,13 @@ def registered_rewrites() -> Iterator[None]:
     from mmdeploy.core import FUNCTION_REWRITER, SYMBOLIC_REWRITER
     added: List = []
     try:
-        for path, rewrite, backends in FUNCTION_REWRITES:
-            for backend in backends:
-                FUNCTION_REWRITER.register_rewriter(path, backend=backend)(rewrite)
+        for path, rewrite in FUNCTION_REWRITES:
+            FUNCTION_REWRITER.register_rewriter(path, backend=BACKEND)(rewrite)
             added.append((FUNCTION_REWRITER, rewrite))
-        for path, symbolic, backends in SYMBOLIC_REWRITES:
-            for backend in backends:
-                SYMBOLIC_REWRITER.register_symbolic(path, backend=backend)(symbolic)
+        for path, symbolic in SYMBOLIC_REWRITES:
+            SYMBOLIC_REWRITER.register_symbolic(path, backend=BACKEND)(symbolic)
             added.append((SYMBOLIC_REWRITER, symbolic))
         yield
     finally:
-        for rewriter, rewrite in added:
+        for rewriter, rewrite in added:  # mmdeploy has no public way to unregister
             rewriter._registry.remove_record(rewrite)

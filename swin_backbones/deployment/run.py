@@ -22,7 +22,7 @@ from ..files import atomic_output_dir, check_output_path
 from ..toy_data import make_scene
 from ..version import __version__
 from .check import CheckResult, DeployReport, compare_detections, compare_segmentations
-from .configs import OPSET, deploy_config, model_task, output_names, test_scale
+from .configs import BACKEND, OPSET, deploy_config, model_task, output_names, test_scale
 from .errors import DeployError, require_mmdeploy
 from .rewrites import registered_rewrites
 
@@ -107,13 +107,13 @@ def _by_part(keys: Sequence[str]) -> str:
     return ', '.join(f'{part}.* ({count} tensors)' for part, count in parts.items())
 
 
-def _rewritten_functions(backend: str) -> set:
-    """The functions mmdeploy rewrites for ``backend`` (with this package's rewrites registered)."""
+def _rewritten_functions() -> set:
+    """The functions mmdeploy rewrites for onnxruntime (with this package's rewrites registered)."""
     from mmdeploy.core import FUNCTION_REWRITER
     from mmdeploy.core.rewriters.rewriter_utils import collect_env, import_function
     from mmdeploy.utils import IR, Backend
     functions = set()
-    for path, _ in FUNCTION_REWRITER._registry.get_records(collect_env(Backend.get(backend), IR.ONNX)):
+    for path, _ in FUNCTION_REWRITER._registry.get_records(collect_env(Backend.get(BACKEND), IR.ONNX)):
         with contextlib.suppress(Exception):
             functions.add(import_function(path)[0])
     return functions
@@ -139,14 +139,14 @@ def _needed_rewrites(model: torch.nn.Module, task: str) -> List[Tuple[torch.nn.M
     return needed
 
 
-def check_deployable(model: torch.nn.Module, task: str, backend: str, config_name: str) -> None:
-    rewritten = _rewritten_functions(backend)
+def check_deployable(model: torch.nn.Module, task: str, config_name: str) -> None:
+    rewritten = _rewritten_functions()
     for module, method in _needed_rewrites(model, task):
         function = getattr(type(module), method, None)
         if function not in rewritten:
             owner = function.__qualname__ if function is not None else f'{type(module).__name__}.{method}'
             raise DeployError(f'{config_name}: {type(module).__name__} cannot be deployed: mmdeploy has no rewrite '
-                              f'of {owner} for {backend}, which an end-to-end graph needs')
+                              f'of {owner} for {BACKEND}, which an end-to-end graph needs')
 
 
 class _EndToEnd(torch.nn.Module):
@@ -181,27 +181,25 @@ def _quiet_logs():
 class _Deployment:
     """The pieces one deployment shares between its export and its check."""
 
-    def __init__(self, model_cfg, checkpoint: str, config_name: str, dynamic: bool, shape: Optional[Tuple[int, int]],
-                 backend: str):
+    def __init__(self, model_cfg, checkpoint: str, config_name: str, dynamic: bool, shape: Optional[Tuple[int, int]]):
         from mmdeploy.apis import build_task_processor
         from mmdeploy.core import patch_model
         from mmdeploy.utils import IR
         self.task = model_task(model_cfg)
         self.dynamic = dynamic
-        self.backend = backend
         self.config_name = config_name
         self.model_cfg = model_cfg
         self.input_shape = None if dynamic else (shape or test_scale(model_cfg))
-        self.deploy_cfg = deploy_config(model_cfg, self.task, dynamic, self.input_shape, backend)
+        self.deploy_cfg = deploy_config(model_cfg, self.task, dynamic, self.input_shape)
         # mmdeploy's create_input changes the pipeline of the config it was given: keep ours as written.
         self.processor = build_task_processor(copy.deepcopy(model_cfg), self.deploy_cfg, 'cpu')
         self.model = self.processor.build_pytorch_model(None)
-        check_deployable(self.model, self.task, backend, config_name)
+        check_deployable(self.model, self.task, config_name)
         load_weights(self.model, checkpoint, config_name)
         self.model.eval()
         backbone = getattr(self.model, 'backbone', None)
         self.minimum = backbone.minimum_input_size() if hasattr(backbone, 'minimum_input_size') else 1
-        self.patched = patch_model(self.model, cfg=self.deploy_cfg, backend=backend, ir=IR.ONNX)
+        self.patched = patch_model(self.model, cfg=self.deploy_cfg, backend=BACKEND, ir=IR.ONNX)
         post = self.deploy_cfg.codebase_config.get('post_processing', {})
         self.score_threshold = self._final_test_cfg().get('score_thr', post.get('score_threshold', 0.0))
         self.keep_top_k = self._final_test_cfg().get('max_per_img', post.get('keep_top_k', 100))
@@ -213,7 +211,7 @@ class _Deployment:
     def rewriter_context(self):
         from mmdeploy.core import RewriterContext
         from mmdeploy.utils import IR
-        return RewriterContext(cfg=self.deploy_cfg, backend=self.backend, ir=IR.ONNX, opset=OPSET)
+        return RewriterContext(cfg=self.deploy_cfg, backend=BACKEND, ir=IR.ONNX, opset=OPSET)
 
     def preprocessed(self, images: Sequence):
         """(data, input batch) of images (arrays) through the test pipeline and the data preprocessor."""
@@ -336,7 +334,7 @@ def _write_configs(deployment: _Deployment, directory: str, checkpoint: str) -> 
 
 def deploy(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] = None, dynamic: bool = True,
            images: Optional[Sequence[str]] = None, force: bool = False, cfg_options: Optional[dict] = None,
-           backend: str = 'onnxruntime', providers: Optional[Sequence] = None) -> DeployReport:
+           providers: Optional[Sequence] = None) -> DeployReport:
     """Exports the detector or segmentor of ``config`` (a path or an mmengine Config) with the weights of
     ``checkpoint`` to ``out`` and checks it; returns the check's :class:`~.check.DeployReport`.
 
@@ -361,7 +359,7 @@ def deploy(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] =
     from mmengine.registry import DefaultScope
     with atomic_output_dir(out, force) as directory, _quiet_logs(), \
             DefaultScope.overwrite_default_scope(model_cfg.get('default_scope')), registered_rewrites():
-        deployment = _Deployment(model_cfg, checkpoint, config_name, dynamic, shape, backend)
+        deployment = _Deployment(model_cfg, checkpoint, config_name, dynamic, shape)
         export_size = shape if (shape and dynamic) else EXPORT_IMAGE_SIZE
         onnx_path = os.path.join(directory, ONNX_FILE)
         export_shape, seconds = deployment.export(onnx_path, [generated_image(*export_size, seed=0)])
