@@ -414,6 +414,18 @@ def test_published_configs_deploy_at_a_small_size(name, tmp_path):
     assert_checked_at_other_sizes(report)
 
 
+@needs_deploy_extra
+@pytest.mark.slow
+def test_a_static_export_resizes_every_image_to_its_shape(tmp_path):
+    from swin_backbones import deploy
+    cfg = toy_config('upernet', 'swinv2')
+    checkpoint = save_seeded_checkpoint(cfg, tmp_path / 'weights.pth')
+    report = deploy(cfg, checkpoint, str(tmp_path / 'out'), shape=(112, 136), dynamic=False)
+    assert report.passed and not report.dynamic and len(report.checks) == 2
+    assert {check.input_shape for check in report.checks} == {report.export_input_shape} == {(1, 3, 112, 136)}
+    assert 'static shapes' in report.lines()[-2]
+
+
 @pytest.fixture(scope='module')
 def deployed(tmp_path_factory):
     """Toy Mask R-CNN + Swin deployed by the command line: (folder, config, checkpoint, its output)."""
@@ -453,7 +465,7 @@ def test_mmdeploys_inference_reads_the_written_files(deployed, tmp_path):
     result = subprocess.run([sys.executable, '-c', script, folder, tmp_path / 'image.jpg'], capture_output=True,
                             text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    detections, mask_size = result.stdout.split(maxsplit=1)
+    detections, mask_size = result.stdout.strip().splitlines()[-1].split(maxsplit=1)  # after mmengine's log
     assert int(detections) > 0 and mask_size.strip() == '(301, 397)'
 
 

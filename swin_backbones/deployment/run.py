@@ -341,7 +341,7 @@ def deploy(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] =
     ``shape`` (H, W) is the size of the image traced for the export (default 480 x 640; the test pipeline
     resizes it); with ``dynamic=False`` it is the fixed input size that the pipeline resizes every image to
     (default: the test scale). The check runs on ``images`` (paths) or on generated ones at two other
-    sizes, and a batch of two, in mmdeploy's onnxruntime wrapper on the CPU, or in an onnxruntime session
+    sizes, and (dynamic shapes) a batch of two, in mmdeploy's onnxruntime wrapper on the CPU, or in an onnxruntime session
     with ``providers`` (e.g. ['CUDAExecutionProvider']). A failed check raises :class:`DeployError` and
     leaves nothing at ``out``. An existing ``out`` is only replaced with ``force``.
     """
@@ -368,14 +368,15 @@ def deploy(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] =
         if images:
             arrays = [read_image(image) for image in images]
             checks = [deployment.check(run_graph, [array], image) for array, image in zip(arrays, images)]
-            checks.append(deployment.check(run_graph, arrays[:1] * 2, f'batch of 2 {images[0]}'))
+            batch, batch_name = arrays[:1] * 2, f'batch of 2 {images[0]}'
         else:
             sizes = deployment.check_sizes(export_size, export_shape)
             checks = [deployment.check(run_graph, [generated_image(*size, seed=index + 1)],
                                        f'image {size[0]}x{size[1]}') for index, size in enumerate(sizes)]
-            height, width = sizes[0]
-            checks.append(deployment.check(run_graph, [generated_image(height, width, seed=seed)
-                                                           for seed in (3, 4)], f'batch of 2 {height}x{width}'))
+            batch = [generated_image(*sizes[0], seed=seed) for seed in (3, 4)]
+            batch_name = f'batch of 2 {sizes[0][0]}x{sizes[0][1]}'
+        if dynamic:  # a static graph has batch 1
+            checks.append(deployment.check(run_graph, batch, batch_name))
         report = DeployReport(out=out, task=deployment.task, dynamic=dynamic, export_input_shape=export_shape,
                               minimum_input_size=deployment.minimum, files=sorted(os.listdir(directory)),
                               checks=checks, export_seconds=seconds)
