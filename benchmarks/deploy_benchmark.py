@@ -10,10 +10,12 @@ warm-up, on the same preprocessed image:
 * eager: mmdet's / mmseg's own ``predict`` of the PyTorch model (this package's backbone on its fast path),
   with the results in the original image's pixels (boxes rescaled, masks pasted; the class map);
 * onnxruntime: the end-to-end graph in an onnxruntime session, plus for detectors what mmdeploy's backend
-  model does after it (boxes rescaled, masks pasted); the class map is the graph's output.
+  model does after it (boxes rescaled, masks pasted); the class map is the graph's output. The graph alone
+  is timed too.
 
 Both use ``--threads`` threads (torch.set_num_threads, the session's intra-op threads). Prints the median
-seconds of each and eager / onnxruntime (above 1: onnxruntime is faster).
+seconds of each, eager / onnxruntime (above 1: onnxruntime is faster) and the load average (other
+processes on a shared machine slow both alike, as they take turns).
 """
 import argparse
 import os
@@ -111,6 +113,9 @@ def benchmark(name: str, threads: int, warmup: int, runs: int, folder: str) -> D
         with torch.no_grad():
             model(inputs, [sample.clone() for sample in samples], mode='predict')
 
+    def graph():
+        session.run(names, feed)
+
     def onnxruntime():
         outputs = dict(zip(names, session.run(names, feed)))
         if 'dets' in outputs:
@@ -122,7 +127,7 @@ def benchmark(name: str, threads: int, warmup: int, runs: int, folder: str) -> D
                 End2EndModel.postprocessing_masks(boxes, masks, meta['ori_shape'][1], meta['ori_shape'][0]) >= 0.5
 
     torch.set_num_threads(threads)
-    times = _median_times({'eager': eager, 'onnxruntime': onnxruntime}, warmup, runs)
+    times = _median_times({'eager': eager, 'onnxruntime': onnxruntime, 'graph': graph}, warmup, runs)
     times['input'] = 'x'.join(str(side) for side in inputs.shape)
     return times
 
@@ -134,15 +139,17 @@ def main(argv=None) -> None:
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--runs', type=int, default=3)
     args = parser.parse_args(argv)
-    from benchmarks.benchmark import cpu_description
-    print(f'{cpu_description()}; torch {torch.__version__}, onnxruntime {__import__("onnxruntime").__version__}, '
-          f'{args.threads} threads, Python {platform.python_version()}', flush=True)
+    import onnxruntime
+
+    from benchmarks.benchmark import _load, cpu_description
+    print(f'{cpu_description()}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, '
+          f'{args.threads} threads, Python {platform.python_version()}; load average {_load()}', flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             times = benchmark(name, args.threads, args.warmup, args.runs, folder)
             print(f'{name} input {times["input"]}: eager PyTorch {times["eager"]:.2f} s, onnxruntime '
-                  f'{times["onnxruntime"]:.2f} s, eager / onnxruntime {times["eager"] / times["onnxruntime"]:.2f}',
-                  flush=True)
+                  f'{times["onnxruntime"]:.2f} s (the graph alone {times["graph"]:.2f} s), eager / onnxruntime '
+                  f'{times["eager"] / times["onnxruntime"]:.2f}; load average {_load()}', flush=True)
 
 
 if __name__ == '__main__':
