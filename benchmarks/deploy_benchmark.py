@@ -18,6 +18,7 @@ seconds of each, eager / onnxruntime (above 1: onnxruntime is faster) and the lo
 processes on a shared machine slow both alike, as they take turns).
 """
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -62,13 +63,29 @@ def build_model(cfg) -> torch.nn.Module:
         return REGISTRY.build(cfg.model)
 
 
+def preprocessed(cfg, out: str, image: np.ndarray, deployed: bool):
+    """(data, input batch) of one image (a BGR array) as the test pipeline and data preprocessor make it: the
+    PyTorch model's own (``deployed=False``), or the deployed model's (``out``/model_config.py: a detector's
+    batch is not padded there, the graph pads it)."""
+    from mmdeploy.apis import build_task_processor
+    from mmengine.config import Config
+    from mmengine.registry import MODELS as REGISTRY
+    from mmengine.registry import DefaultScope
+    if deployed:
+        cfg = Config.fromfile(os.path.join(out, 'model_config.py'))
+    deploy_cfg = Config.fromfile(os.path.join(out, 'deploy_config.py'))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        processor = build_task_processor(copy.deepcopy(cfg), deploy_cfg, 'cpu')
+        return processor.create_input([image], None, data_preprocessor=REGISTRY.build(cfg.model.data_preprocessor))
+
+
 def _median_times(steps: Dict[str, callable], warmup: int, runs: int) -> Dict[str, float]:
     for step in steps.values():
         for _ in range(warmup):
             step()
     times: Dict[str, List[float]] = {name: [] for name in steps}
     for _ in range(runs):
-        for name, step in steps.items():  # taking turns: a load on the machine hits both alike
+        for name, step in steps.items():  # taking turns: a load on the machine hits each alike
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
@@ -77,10 +94,8 @@ def _median_times(steps: Dict[str, callable], warmup: int, runs: int) -> Dict[st
 
 def benchmark(name: str, threads: int, warmup: int, runs: int, folder: str) -> Dict[str, float]:
     import onnxruntime as ort
-    from mmdeploy.apis import build_task_processor
     from mmdeploy.codebase.mmdet.deploy.object_detection_model import End2EndModel
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
 
     import swin_backbones
     from swin_backbones.deployment.run import generated_image
@@ -94,18 +109,16 @@ def benchmark(name: str, threads: int, warmup: int, runs: int, folder: str) -> D
     report = swin_backbones.deploy(cfg, checkpoint, out)
     print('\n'.join(report.lines()), flush=True)
 
-    deploy_cfg = Config.fromfile(os.path.join(out, 'deploy_config.py'))
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        processor = build_task_processor(cfg, deploy_cfg, 'cpu')
-        data, inputs = processor.create_input([generated_image(height, width, seed=0)], None,
-                                              data_preprocessor=model.data_preprocessor)
+    image = generated_image(height, width, seed=0)
+    data, inputs = preprocessed(cfg, out, image, deployed=False)
+    _, deployed_inputs = preprocessed(cfg, out, image, deployed=True)
     samples = data['data_samples']
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(os.path.join(out, 'end2end.onnx'), options, providers=['CPUExecutionProvider'])
-    names = list(deploy_cfg.onnx_config.output_names)
-    feed = {'input': inputs.numpy()}
+    names = [output.name for output in session.get_outputs()]
+    feed = {'input': deployed_inputs.numpy()}
     meta = samples[0].metainfo
     scale = torch.tensor(meta['scale_factor'], dtype=torch.float32).repeat(2)
 
@@ -128,7 +141,7 @@ def benchmark(name: str, threads: int, warmup: int, runs: int, folder: str) -> D
 
     torch.set_num_threads(threads)
     times = _median_times({'eager': eager, 'onnxruntime': onnxruntime, 'graph': graph}, warmup, runs)
-    times['input'] = 'x'.join(str(side) for side in inputs.shape)
+    times['input'] = 'x'.join(str(side) for side in inputs.shape)  # eager's (onnxruntime pads in the graph)
     return times
 
 

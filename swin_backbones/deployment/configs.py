@@ -4,13 +4,15 @@ end-to-end tasks, with the model's own test settings where mmdeploy would put it
 mmdeploy's pip package carries no config files, so the three it would take (mmdet instance segmentation,
 mmdet detection, mmseg segmentation; static or dynamic) are built here as dicts.
 """
+import copy
 from typing import Optional, Tuple
 
 from mmengine.config import Config
 
 from .errors import DeployError
 
-__all__ = ['TASKS', 'OPSET', 'BACKEND', 'model_task', 'output_names', 'deploy_config', 'test_scale']
+__all__ = ['TASKS', 'OPSET', 'BACKEND', 'model_task', 'output_names', 'deploy_config', 'deployed_model_config',
+           'test_scale']
 
 # task name -> (mmdeploy codebase, mmdeploy task)
 TASKS = {
@@ -91,12 +93,25 @@ def deploy_config(model_cfg: Config, task: str, dynamic: bool = True,
     if dynamic:
         onnx_config['dynamic_axes'] = _dynamic_axes(task)
     if codebase == 'mmdet':
+        # The graph pads its input itself (rewrites.detector_extract_feat__padded): see deployed_model_config.
         codebase_config = dict(type='mmdet', task=mmdeploy_task, model_type='end2end',
-                               post_processing=_post_processing(model_cfg))
+                               post_processing=_post_processing(model_cfg),
+                               pad_size_divisor=int(model_cfg.model.get('data_preprocessor', {}).get(
+                                   'pad_size_divisor', 1)))
     else:
         codebase_config = dict(type='mmseg', task=mmdeploy_task, with_argmax=True)
     return Config(dict(onnx_config=onnx_config, codebase_config=codebase_config,
                        backend_config=dict(type=BACKEND)))
+
+
+def deployed_model_config(model_cfg: Config) -> Config:
+    """The model config the deployed model is run with: a detector's data preprocessor does not pad (the
+    graph pads to the deploy config's ``pad_size_divisor`` itself, so that it knows the image's own size)."""
+    deployed = copy.deepcopy(model_cfg)
+    preprocessor = deployed.model.get('data_preprocessor')
+    if deployed.get('default_scope') == 'mmdet' and preprocessor is not None:
+        preprocessor['pad_size_divisor'] = 1
+    return deployed
 
 
 def test_scale(model_cfg: Config) -> Tuple[int, int]:

@@ -18,6 +18,11 @@ default one, so these replace mmdeploy's defaults while they are registered.
   the graph: PyTorch's bins (start floor(i H / n), end ceil((i + 1) H / n)) at every size.
 * mmseg's ``Upsample.forward`` (Semantic FPN's scale heads): mmseg computes the output size as Python ints
   from the input's size, which a traced graph freezes; for integer factors the size is kept in the graph.
+* Detectors' ``extract_feat``: mmdeploy clips boxes at the input's size, which mmdet's data preprocessor has
+  padded to a multiple of 32 (its ``pad_size_divisor``), where mmdet clips at the resized image's size. The
+  deployed model takes the unpadded image (its model config pads to 1) and pads it in the graph itself,
+  to the divisor the deploy config records (``codebase_config.pad_size_divisor``): the features are
+  mmdet's, and the boxes are clipped where mmdet clips them.
 * Cascade R-CNN's ``predict_bbox``: mmdeploy's rewrite refines boxes between stages only for
   class-agnostic regression (it asserts it); the Swin Cascade configs regress per class. Here each stage's
   boxes are decoded from the deltas of the class it scores highest, as mmdet's ``regress_by_class``.
@@ -95,6 +100,20 @@ def upsample_forward__traced_size(self, x):
     return F.interpolate(x, size, None, self.mode, self.align_corners)
 
 
+def detector_extract_feat__padded(self, batch_inputs):
+    """extract_feat of the batch zero-padded at the bottom and right to multiples of the deploy config's
+    ``pad_size_divisor`` (what mmdet's data preprocessor does outside the graph)."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    ctx = FUNCTION_REWRITER.get_context()
+    divisor = ctx.cfg['codebase_config'].get('pad_size_divisor', 1)
+    if divisor > 1:
+        height, width = batch_inputs.shape[-2:]
+        pad_height = (height + divisor - 1) // divisor * divisor - height
+        pad_width = (width + divisor - 1) // divisor * divisor - width
+        batch_inputs = F.pad(batch_inputs, (0, pad_width, 0, pad_height))
+    return ctx.origin_func(self, batch_inputs)
+
+
 def cascade_roi_head__predict_bbox(self, x, batch_img_metas, rpn_results_list, rcnn_test_cfg, rescale=False,
                                    **kwargs):
     """CascadeRoIHead.predict_bbox on mmdeploy's batched proposals (dets (B, N, 5)), for class-specific
@@ -133,6 +152,8 @@ FUNCTION_REWRITES = (
     ('torch.nn.functional.adaptive_avg_pool2d', adaptive_avg_pool2d__any_size),
     ('mmseg.models.utils.wrappers.Upsample.forward', upsample_forward__traced_size),
     ('mmdet.models.roi_heads.cascade_roi_head.CascadeRoIHead.predict_bbox', cascade_roi_head__predict_bbox),
+    ('mmdet.models.detectors.two_stage.TwoStageDetector.extract_feat', detector_extract_feat__padded),
+    ('mmdet.models.detectors.single_stage.SingleStageDetector.extract_feat', detector_extract_feat__padded),
 )
 # (autograd Function path, symbolic)
 SYMBOLIC_REWRITES = (

@@ -22,7 +22,7 @@ from ..files import atomic_output_dir, check_output_path
 from ..toy_data import make_scene
 from ..version import __version__
 from .check import CheckResult, DeployReport, compare_detections, compare_segmentations
-from .configs import BACKEND, OPSET, deploy_config, model_task, output_names, test_scale
+from .configs import BACKEND, OPSET, deploy_config, deployed_model_config, model_task, output_names, test_scale
 from .errors import DeployError, require_mmdeploy
 from .rewrites import registered_rewrites
 
@@ -188,11 +188,11 @@ class _Deployment:
         self.task = model_task(model_cfg)
         self.dynamic = dynamic
         self.config_name = config_name
-        self.model_cfg = model_cfg
         self.input_shape = None if dynamic else (shape or test_scale(model_cfg))
         self.deploy_cfg = deploy_config(model_cfg, self.task, dynamic, self.input_shape)
+        self.model_cfg = deployed_model_config(model_cfg)
         # mmdeploy's create_input changes the pipeline of the config it was given: keep ours as written.
-        self.processor = build_task_processor(copy.deepcopy(model_cfg), self.deploy_cfg, 'cpu')
+        self.processor = build_task_processor(copy.deepcopy(self.model_cfg), self.deploy_cfg, 'cpu')
         self.model = self.processor.build_pytorch_model(None)
         check_deployable(self.model, self.task, config_name)
         load_weights(self.model, checkpoint, config_name)
@@ -341,11 +341,17 @@ def deploy(config, checkpoint: str, out: str, shape: Optional[Tuple[int, int]] =
     ``shape`` (H, W) is the size of the image traced for the export (default 480 x 640; the test pipeline
     resizes it); with ``dynamic=False`` it is the fixed input size that the pipeline resizes every image to
     (default: the test scale). The check runs on ``images`` (paths) or on generated ones at two other
-    sizes, and (dynamic shapes) a batch of two, in mmdeploy's onnxruntime wrapper on the CPU, or in an onnxruntime session
-    with ``providers`` (e.g. ['CUDAExecutionProvider']). A failed check raises :class:`DeployError` and
-    leaves nothing at ``out``. An existing ``out`` is only replaced with ``force``.
+    sizes, and (dynamic shapes) a batch of two, in mmdeploy's onnxruntime wrapper on the CPU, or in an
+    onnxruntime session with ``providers`` (e.g. ['CUDAExecutionProvider']). A failed check raises
+    :class:`DeployError` and leaves nothing at ``out``. An existing ``out`` is only replaced with ``force``.
+
+    A detector's deployed model takes the image batch unpadded (its written model config does not pad) and
+    pads it in the graph to the original ``pad_size_divisor``, so that boxes are clipped at the image's size
+    as mmdet clips them.
     """
     require_mmdeploy()
+    config = os.fspath(config) if isinstance(config, (str, os.PathLike)) else config
+    checkpoint, out = os.fspath(checkpoint), os.fspath(out)
     check_output_path(out, force)  # before any work
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
