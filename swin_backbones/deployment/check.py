@@ -47,7 +47,7 @@ class CheckResult:
     def problems(self) -> List[str]:
         problems = list(self.errors)
         if self.unpaired:
-            problems.append(f'{self.unpaired} of the {self.detections} PyTorch and onnxruntime detections have no '
+            problems.append(f'{self.unpaired} detections (of PyTorch\'s {self.detections} and onnxruntime\'s) have no '
                             f'partner of the same label within {BOX_TOLERANCE:.0e} of the image size')
         if self.score_diff > SCORE_TOLERANCE:
             problems.append(f'scores differ by up to {self.score_diff:.1e} (limit {SCORE_TOLERANCE:.0e})')
