@@ -11,8 +11,8 @@
 #   bash tools/install.sh [--with deploy]
 #
 # --with deploy adds the deploy extra (onnx, onnxruntime, aenum) and mmdeploy 1.3.1 without its declared
-# dependencies: its metadata pins protobuf<=3.20.2, which would take onnx back to 1.17 and protobuf to a
-# pure-Python build, and lists grpcio, matplotlib and multiprocess, which its onnxruntime path never imports.
+# dependencies: its metadata pins protobuf<=3.20.2, which would take onnx back to 1.17.0 and protobuf to
+# 3.20.2, and lists grpcio, matplotlib and multiprocess, which its onnxruntime path never imports.
 set -euo pipefail
 
 with_deploy=0
