@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # checkout's metafiles).
 TOOLS = ('train.py', 'test.py', 'dist_train.sh', 'dist_test.sh', 'demo.py', 'convert_checkpoint.py',
          'extract_features.py', 'visualize_features.py', 'export_onnx.py', 'get_flops.py', 'make_toy_data.py',
-         'publish_checkpoint.py')
+         'publish_checkpoint.py', 'deploy.py')
 CONFIGS = ('*.py', 'metafile.yml')
 
 

@@ -11,6 +11,7 @@ from .api import create_backbone, extract_features, list_backbones
 from .checkpoint import (CheckpointError, CheckpointMismatchError, safe_checkpoint_loading_enabled,
                          safe_loading_requested, use_safe_checkpoint_loading)
 from .convert import convert_checkpoint
+from .deployment import DeployError, deploy
 from .errors import ConfigError
 from .export import ExportError, check_onnx, export_onnx
 from .flops import Complexity, count_flops
@@ -24,8 +25,8 @@ globals().update(_BACKBONES)
 
 __all__ = [*_BACKBONES, 'PyramidBackbone', 'MODELS', 'ConfigError', 'CheckpointError', 'CheckpointMismatchError',
            'convert_checkpoint', 'create_backbone', 'extract_features', 'list_backbones', 'export_onnx', 'check_onnx',
-           'ExportError', 'count_flops', 'Complexity', 'config_path', 'list_configs', 'tool_path',
-           'use_safe_checkpoint_loading', 'safe_checkpoint_loading_enabled']
+           'ExportError', 'deploy', 'DeployError', 'count_flops', 'Complexity', 'config_path', 'list_configs',
+           'tool_path', 'use_safe_checkpoint_loading', 'safe_checkpoint_loading_enabled']
 PyramidBackbone = models.PyramidBackbone
 
 if safe_loading_requested():

@@ -66,10 +66,23 @@ def test_each_test_is_recorded_as_it_ends(tmp_path):
     assert any(line.startswith('  FAILED test_fails_once[2]: AssertionError: x is not 1') for line in lines)
 
 
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+def test_the_deploy_part_says_why_it_skips_without_a_gpu_provider(device, monkeypatch):
+    """Here (no onnxruntime-gpu, no GPU) the optional deploy part records why it skips instead of failing."""
+    import argparse
+    gpu_check = load_gpu_check()
+    monkeypatch.setitem(os.environ, 'NVIDIA_TF32_OVERRIDE', '0')
+    records = []
+    gpu_check.part_deploy(argparse.Namespace(device=device), records.append)
+    assert len(records) == 1 and set(records[0]) == {'skipped'}
+    assert ('--device cpu' if device == 'cpu' else 'onnxruntime-gpu') in records[0]['skipped']
+    assert gpu_check.deploy_section(records[0]) == [f'  skipped: {records[0]["skipped"]}']
+
+
 @pytest.mark.slow
 def test_quick_check_on_the_cpu(tmp_path):
     """The whole check as a lent GPU session runs it, on the CPU in quick mode (well under 3 minutes on 2
-    cores), with mmdet's Swin loaded from its source file."""
+    cores), with mmdet's Swin loaded from its source file; the deploy part skips on the CPU."""
     process = subprocess.run(['bash', os.path.join(TOOLS, 'gpu_check.sh'), '--device', 'cpu', '--quick',
                               '--out', str(tmp_path), '--mmdet-swin-from-source'],
                              cwd=REPO, env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True,
@@ -78,8 +91,9 @@ def test_quick_check_on_the_cpu(tmp_path):
     report, text = read_report(tmp_path)
     assert text.endswith('result: OK\n') and text in process.stdout
     parts = report['parts']
-    assert list(parts) == ['environment', 'tests', 'benchmark-swin', 'benchmark-crossformer']
+    assert list(parts) == ['environment', 'tests', 'benchmark-swin', 'benchmark-crossformer', 'deploy']
     assert all(part['status'] == 'ok' for part in parts.values())
+    assert 'skipped: --device cpu' in text
     assert 'loaded from its source file' in parts['environment']['result']['mmdet_swin']
     outcomes = parts['tests']['result']['outcomes']
     assert outcomes.get('passed', 0) >= 50 and set(outcomes) <= {'passed', 'xfailed'}

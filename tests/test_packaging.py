@@ -35,7 +35,7 @@ CONSOLE_SCRIPTS = _console_scripts()
 def test_console_scripts_are_named_alike():
     assert set(CONSOLE_SCRIPTS) == {'swin-backbones-convert', 'swin-backbones-extract', 'swin-backbones-visualize',
                                     'swin-backbones-export-onnx', 'swin-backbones-make-toy-data',
-                                    'swin-backbones-flops'}
+                                    'swin-backbones-flops', 'swin-backbones-deploy'}
 
 
 @pytest.mark.parametrize('script', sorted(CONSOLE_SCRIPTS))

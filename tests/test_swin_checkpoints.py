@@ -237,6 +237,21 @@ def test_getattr_is_limited_to_history_buffer_statistics(source, tmp_path):
         loaded(tmp_path / 'getattr.pth')
 
 
+def test_the_allowlist_unpickler_refuses_on_its_own(source, tmp_path, monkeypatch):
+    """Files whose unsafe globals torch's scan reports as runner state only go to the allowlist unpickler; it
+    must refuse the rest itself. Here the scan misses the payload's os.mkdir (as a scan of another torch
+    version might): the file is still refused by the unpickler, and the payload never runs."""
+    marker = str(tmp_path / 'payload-ran')
+    release = authors_release(source)
+    release['meta'] = _Payload(marker)
+    torch.save(release, tmp_path / 'hostile.pth')
+    monkeypatch.setattr(torch.serialization, 'get_unsafe_globals_in_checkpoint',
+                        lambda path: ['mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'])
+    with pytest.raises(CheckpointError, match=r'refusing to load .*(posix|os)\.mkdir is not allowed'):
+        loaded(tmp_path / 'hostile.pth')
+    assert not os.path.exists(marker)
+
+
 def test_trusted_legacy_file_loads_with_explicit_opt_in(source, tmp_path):
     import argparse
     release = authors_release(source)

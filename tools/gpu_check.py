@@ -21,6 +21,11 @@ as timed out, and the next one starts):
   --runs after --warmup, models taking turns) and their peak memory, for ours (default and save_memory),
   our impl='plain' and the reference. ``--quick`` runs them at 128 x 192, one warm-up and one run.
 
+* deploy (optional): the toy Mask R-CNN + Swin and UperNet + CrossFormer deployed with ``swin_backbones.deploy``
+  (exported on the CPU) and checked against PyTorch in onnxruntime's TensorRT and CUDA execution providers
+  (TF32 off); skipped, saying why, without the deploy extra, mmcv's compiled ops, or onnxruntime-gpu's providers
+  (``pip install onnxruntime-gpu``), and with --device cpu.
+
 DIR gets report.txt and report.json (rewritten after every part, so a run cut short still leaves one),
 tests.jsonl and log.txt (every part's output). The exit status is 0 when every part finished and no test
 failed.
@@ -28,6 +33,7 @@ failed.
 import argparse
 import datetime
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -47,8 +53,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CrossFormer-S, about 0.5 TFLOP a forward at batch 2, 64 steps of 4 models). That is seconds even at a
 # tenth of the chip's rates; start-up, CUDA initialisation and the first-use kernel choices take most of
 # the time. The limits add up to 7.25 minutes so that, with the wheels' installation and a first import
-# of torch from a cold disk, a run stays inside 8.
-PART_LIMITS = {'environment': 45, 'tests': 210, 'benchmark-swin': 90, 'benchmark-crossformer': 90}
+# of torch from a cold disk, a run stays inside 8; the deploy part adds seconds where it is skipped (the GPU
+# machine's usual environment: no mmdeploy) and up to 2.5 minutes where it runs.
+PART_LIMITS = {'environment': 45, 'tests': 210, 'benchmark-swin': 90, 'benchmark-crossformer': 90, 'deploy': 150}
 # (backbone name, size) of each benchmark; the authors' CrossFormer code takes multiples of 32 only.
 BENCHMARKS = {'swin': ('swin-t', '800x1333'), 'crossformer': ('crossformer-s', '800x1344')}
 QUICK_SIZE = '128x192'
@@ -215,8 +222,70 @@ def _benchmark_part(model_name):
     return part_benchmark
 
 
+# (toy config, config options, the onnxruntime execution providers to check it in, each list in preference order)
+DEPLOY_CASES = (
+    ('toy/mask-rcnn_swin-toy_fpn_toy-coco.py', {},
+     (['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'],
+      ['CUDAExecutionProvider', 'CPUExecutionProvider'])),
+    ('toy/upernet_crossformer-toy_toy-ade.py', {'test_pipeline.1.scale': (320, 320)},
+     (['CUDAExecutionProvider', 'CPUExecutionProvider'], )),
+)
+
+
+def part_deploy(args, record):
+    os.environ['NVIDIA_TF32_OVERRIDE'] = '0'  # full fp32 in cuDNN and cuBLAS: the check's limits assume it
+    missing = [name for name in ('mmdeploy', 'onnxruntime', 'aenum', 'mmseg')
+               if importlib.util.find_spec(name) is None]
+    if not missing:
+        try:
+            importlib.import_module('mmcv.ops')
+        except ImportError:
+            missing.append("mmcv's compiled ops")
+    if args.device == 'cpu':
+        record(dict(skipped="--device cpu: this part checks onnxruntime's CUDA and TensorRT providers"))
+        return
+    if missing:
+        record(dict(skipped=f'{", ".join(missing)} missing (bash tools/install.sh --with deploy, then '
+                            'pip install onnxruntime-gpu)'))
+        return
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if 'CUDAExecutionProvider' not in available:
+        record(dict(skipped=f'onnxruntime {ort.__version__} has no CUDA provider ({", ".join(available)}): '
+                            'pip install onnxruntime-gpu'))
+        return
+    import torch
+    from mmengine.config import Config
+
+    from benchmarks.deploy_benchmark import build_model, trained_like_weights_
+    from swin_backbones import DeployError, deploy
+    result = dict(onnxruntime=ort.__version__, available=available, runs=[])
+    with tempfile.TemporaryDirectory() as folder:
+        for config, options, provider_lists in DEPLOY_CASES:
+            cfg = Config.fromfile(os.path.join(REPO, 'configs', config))
+            cfg.merge_from_dict(options)
+            checkpoint = os.path.join(folder, 'weights.pth')
+            torch.save({'state_dict': trained_like_weights_(build_model(cfg)).state_dict()}, checkpoint)
+            for providers in provider_lists:
+                run = dict(config=config, providers=providers)
+                if providers[0] not in available:
+                    run['skipped'] = f'onnxruntime has no {providers[0]}'
+                else:
+                    try:
+                        run['lines'] = deploy(cfg, checkpoint, os.path.join(folder, 'out'), force=True,
+                                              providers=providers).lines()
+                    except DeployError as error:
+                        run['error'] = str(error)
+                result['runs'].append(run)
+                record(result)
+    failed = [run for run in result['runs'] if 'error' in run]
+    if failed:
+        sys.exit(f'{len(failed)} deployment check(s) failed: ' + '; '.join(run['error'] for run in failed))
+
+
 PARTS = {'environment': part_environment, 'tests': part_tests,
-         'benchmark-swin': _benchmark_part('swin'), 'benchmark-crossformer': _benchmark_part('crossformer')}
+         'benchmark-swin': _benchmark_part('swin'), 'benchmark-crossformer': _benchmark_part('crossformer'),
+         'deploy': part_deploy}
 
 
 def run_part(args):
@@ -284,6 +353,17 @@ def benchmark_section(name, result, device_type):
     return lines
 
 
+def deploy_section(result):
+    if 'skipped' in result:
+        return [f'  skipped: {result["skipped"]}']
+    lines = []
+    for run in result['runs']:
+        lines.append(f'  {run["config"]} with {", ".join(run["providers"])}:')
+        outcome = run.get('lines') or [run.get('skipped') or f'FAILED: {run.get("error")}']
+        lines += [f'    {line}' for line in outcome]
+    return lines
+
+
 def render(report):
     environment = report['parts'].get('environment', {}).get('result') or {}
     lines = [f'GPU check, {report["started"]}: {report["command"]}',
@@ -302,6 +382,9 @@ def render(report):
         result = report['parts'].get(f'benchmark-{name}', {}).get('result')
         if result:
             lines += ['', f'benchmark {name}:'] + benchmark_section(name, result, report['device'].split(':')[0])
+    deployed = report['parts'].get('deploy', {}).get('result')
+    if deployed:
+        lines += ['', 'deploy (onnxruntime on the GPU against PyTorch):'] + deploy_section(deployed)
     lines += ['', f'result: {"OK" if report["ok"] else "FAILED"}']
     return '\n'.join(lines) + '\n'
 

@@ -7,9 +7,14 @@
 #   * mmcv 2.1.0 with compiled ops from ../shared/wheels when that folder exists, built from source otherwise;
 #   * mmengine 0.10.x, mmdet 3.3.0, mmsegmentation 1.2.2, test tools (mmpretrain 1.2.0 without its
 #     dependencies, a SwinV2 reference), and this package in editable mode.
-#   bash tools/install.sh        the above
-#   bash tools/install.sh docs   the above and the docs extra (Sphinx, MyST, the theme): bash tools/run.sh docs and
-#                                CI, which builds the documentation in the test suite, use it
+#
+#   bash tools/install.sh [--with docs] [--with deploy]
+#
+# --with docs adds the docs extra (Sphinx, MyST, the theme): bash tools/run.sh docs and CI, which builds the
+# documentation in the test suite, use it. --with deploy adds the deploy extra (onnx, onnxruntime, aenum) and
+# mmdeploy 1.3.1 without its declared dependencies: its metadata pins protobuf<=3.20.2, which would take onnx
+# back to 1.17.0 and protobuf to 3.20.2, and lists grpcio, matplotlib and multiprocess, which its onnxruntime
+# path never imports.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,11 +25,17 @@ log() { printf '[install] %s\n' "$*"; }
 
 extras=det,seg,test
 ready='import torch, mmengine, mmcv.ops, mmdet, mmseg, swin_backbones'
-case "${1:-}" in
-  '') ;;
-  docs) extras+=,docs; ready+=', sphinx, myst_parser, furo' ;;
-  *) echo "usage: bash tools/install.sh [docs]" >&2; exit 2 ;;
-esac
+with_deploy=0
+usage() { echo "usage: bash tools/install.sh [--with docs] [--with deploy]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  [ "$1" = --with ] || usage
+  case "${2:-}" in
+    docs) extras+=,docs; ready+=', sphinx, myst_parser, furo' ;;
+    deploy) extras+=,deploy; ready+=', mmdeploy, onnxruntime, aenum'; with_deploy=1 ;;
+    *) usage ;;
+  esac
+  shift 2
+done
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment at $venv"
@@ -73,6 +84,10 @@ fi
 
 log "installing mmdet, mmsegmentation, test tools and swin_backbones (editable; extras $extras)"
 "${pip[@]}" install --no-build-isolation -e "$repo[$extras]" "$torch_pin" "numpy<2" "setuptools>=77,<81"
+if [ "$with_deploy" = 1 ]; then
+  log "installing mmdeploy 1.3.1 (without its declared dependencies)"
+  "${pip[@]}" install --no-deps mmdeploy==1.3.1
+fi
 # mmpretrain's SwinTransformerV2 is a reference in the tests only: its backbone file needs nothing beyond
 # mmcv and mmengine (tests/test_swinv2.py imports it without mmpretrain's package __init__), so none of
 # mmpretrain's own dependencies are installed.

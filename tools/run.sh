@@ -13,7 +13,7 @@ case "$command" in
   demo|test|test-all|docs) shift ;;
   *) echo "usage: bash tools/run.sh demo|test|test-all|docs [options]" >&2; exit 2 ;;
 esac
-if [ "$command" = docs ]; then bash "$repo/tools/install.sh" docs; else bash "$repo/tools/install.sh"; fi
+if [ "$command" = docs ]; then bash "$repo/tools/install.sh" --with docs; else bash "$repo/tools/install.sh"; fi
 python=${VIRTUAL_ENV:-$repo/.venv}/bin/python
 cd "$repo"
 case "$command" in
