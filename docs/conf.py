@@ -68,6 +68,14 @@ def _supporting_classes(public: dict, backbones: list) -> list:
             signature = inspect.signature(obj)
             for annotation in [signature.return_annotation] + [p.annotation for p in signature.parameters.values()]:
                 found += _package_classes(annotation)
+    # And the package's classes those hold (a dataclass's fields), until there are no new ones.
+    queue = list(found)
+    while queue:
+        for field in getattr(queue.pop(), '__dataclass_fields__', {}).values():
+            for cls in _package_classes(field.type):
+                if cls not in found:
+                    found.append(cls)
+                    queue.append(cls)
     exported = set(map(id, public.values()))
     return [cls for cls in dict.fromkeys(found) if id(cls) not in exported]
 

@@ -27,8 +27,7 @@ from swin_backbones.deployment import DeployError
 from swin_backbones.deployment.check import (BOX_TOLERANCE, MASK_IOU, SCORE_MARGIN, CheckResult,
                                              compare_detections, compare_segmentations)
 
-from .config_helpers import build, config_path
-from .toy_helpers import REPO
+from .helpers import REPO, build, config_path
 
 MISSING = [name for name in ('mmdeploy', 'onnxruntime', 'onnx', 'aenum') if importlib.util.find_spec(name) is None]
 needs_deploy_extra = pytest.mark.skipif(
