@@ -22,8 +22,8 @@ onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='to
 LINEAR_KERNELS = [pytest.param('aten'), pytest.param('onednn', marks=onednn)]
 # Each kernel set selects one kernel of every decision; together they cover every kernel a CPU runs.
 KERNEL_SETS = {
-    'first': dict(linear='aten', attention_backward='store', strided_conv='direct'),
-    'second': dict(linear='onednn', attention_backward='recompute', strided_conv='space_to_depth'),
+    'first': dict(linear='aten', attention_backward='store', strided_conv='direct', tiles='whole'),
+    'second': dict(linear='onednn', attention_backward='recompute', strided_conv='space_to_depth', tiles='tiled'),
 }
 KERNEL_SET_PARAMS = [pytest.param('first'), pytest.param('second', marks=onednn)]
 
@@ -250,10 +250,48 @@ def test_mlp_fast_matches_plain_in_training_and_inference(kernel_set, save_memor
         assert_close(fast(x), plain(x), rel=REL)
 
 
-@pytest.mark.parametrize('save_memory, copies', [(True, 1), (False, 2)])
-def test_mlp_keeps_the_hidden_activation_once_when_saving_memory(save_memory, copies):
-    """save_memory keeps fc1's output for backward, not also the activated copy of it."""
-    mlp = Mlp(16, 64, fast_path=FastPath(save_memory=save_memory))
+@pytest.mark.parametrize('act', ['GELU', 'ReLU', 'SiLU'])
+@pytest.mark.parametrize('frozen', [False, True])
+def test_tiled_mlp_matches_whole_in_training_and_inference(act, frozen, monkeypatch):
+    """Tiles of 64 tokens over 2 x 75 tokens (the last tile partial): outputs, input, residual and weight gradients."""
+    monkeypatch.setattr(ops, 'TILE_TOKENS', 64)
+    tiled = randomize_(Mlp(16, 64, act_cfg=dict(type=act), fast_path=fast_path(tiles='tiled')))
+    whole = Mlp(16, 64, act_cfg=dict(type=act), fast_path=FastPath.from_arguments('plain'))
+    whole.load_state_dict(tiled.state_dict())
+    x, residual = torch.randn(2, 75, 16), torch.randn(2, 75, 16)
+    results = []
+    for module in (tiled, whole):
+        module.requires_grad_(not frozen).zero_grad()
+        out, grads = gradients(lambda x, residual: module(x, residual=residual), [x, residual])
+        results.append((out, grads, [p.grad for p in module.parameters()]))
+        with torch.no_grad():
+            results[-1] += (module(x, residual=residual), module(x))
+    (out, grads, param_grads, inferred, alone), (out_w, grads_w, param_grads_w, inferred_w, alone_w) = results
+    assert_close([out, inferred, alone], [out_w, inferred_w, alone_w], rel=REL)
+    assert_close(grads, grads_w, rel=REL)
+    if frozen:
+        assert all(g is None for g in param_grads)
+    else:
+        assert_close(param_grads, param_grads_w, rel=REL)
+
+
+@pytest.mark.parametrize('mask_kind', [None, 'regions', 'keys'])
+def test_tiled_projected_attention_matches_whole(mask_kind, monkeypatch):
+    """Tiles of 3 groups over 2 images of 12 groups: tiles that end inside an image and masks that cross tiles."""
+    monkeypatch.setattr(ops, 'TILE_TOKENS', 3 * 16)
+    _, bias, mask = attention_inputs(2, groups=12, length=16, mask_kind=mask_kind)
+    qkv = randomize_(nn.Linear(24, 72))
+    x = torch.randn(24, 16, 24)
+    with torch.no_grad():
+        tiled = ops.projected_attention(x, qkv, 3, bias, mask, 0.3, fast_path(tiles='tiled'))
+        whole = ops.projected_attention(x, qkv, 3, bias, mask, 0.3, fast_path(tiles='whole'))
+    assert_close(tiled, whole, rel=REL)
+
+
+@pytest.mark.parametrize('save_memory, tiles, copies', [(True, 'whole', 1), (False, 'whole', 2), (False, 'tiled', 1)])
+def test_mlp_keeps_the_hidden_activation_once_when_saving_memory_or_tiled(save_memory, tiles, copies):
+    """save_memory, and the tiled MLP, keep fc1's output for backward, not also the activated copy of it."""
+    mlp = Mlp(16, 64, fast_path=FastPath.from_arguments(save_memory=save_memory, kernels=dict(tiles=tiles)))
     x = torch.randn(2, 5, 16, requires_grad=True)
     parameters = {p.untyped_storage().data_ptr() for p in mlp.parameters()}
     hidden_sized = []
@@ -368,8 +406,10 @@ SIZES = [(2, 97, 131), (1, 64, 96), (1, 112, 140), (1, 3, 5)]
 @pytest.mark.parametrize('kernel_set', KERNEL_SET_PARAMS)
 @pytest.mark.parametrize('name', list(VARIANTS))
 @pytest.mark.parametrize('size', SIZES)
-def test_backbone_fast_matches_plain(name, size, kernel_set):
-    """Inference outputs, then training-step outputs, input gradients and every parameter gradient."""
+def test_backbone_fast_matches_plain(name, size, kernel_set, monkeypatch):
+    """Inference outputs, then training-step outputs, input gradients and every parameter gradient. Tiles of 128
+    tokens, so that the tiled kernels run over several tiles at these small sizes."""
+    monkeypatch.setattr(ops, 'TILE_TOKENS', 128)
     fast, plain = fast_and_plain(name, kernels=KERNEL_SETS[kernel_set], save_memory=kernel_set == 'second')
     batch, height, width = size
     x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
@@ -400,13 +440,16 @@ def test_with_cp_fast_matches_plain(name, save_memory):
 @pytest.mark.parametrize('name', ['SwinTransformer', 'CrossFormer'])
 def test_save_memory_keeps_less_for_backward(name):
     """The memory claim as behaviour: the activations a training step keeps (distinct storages, measured as
-    benchmarks.benchmark measures them), with save_memory against the plain path and the default."""
+    benchmarks.benchmark measures them), with save_memory against the plain path and the default; and the tiled
+    MLP (the default for these narrow tokens) against the whole one, whose activation is kept for backward."""
     def saved_bytes(model):
         return peak_memory(model.train(), torch.randn(1, 3, 224, 224), 'train', torch.device('cpu'), torch.float32)
     fast, plain = fast_and_plain(name, save_memory=True)
     default, _ = fast_and_plain(name)
+    whole, _ = fast_and_plain(name, kernels=dict(tiles='whole'))
     assert saved_bytes(fast) < 0.8 * saved_bytes(plain)
-    assert saved_bytes(fast) < 0.8 * saved_bytes(default)
+    assert saved_bytes(fast) < 0.9 * saved_bytes(default)
+    assert saved_bytes(default) < 0.9 * saved_bytes(whole)
 
 
 # ------------------------------------------------------------------------------ the decision

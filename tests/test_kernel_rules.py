@@ -24,6 +24,8 @@ def test_cpu_rules():
         'store', 'store', 'store', 'recompute', 'recompute', 'recompute']
     assert [kernels.rule('strided_conv', CPU, f32, kernel_to_stride=ratio) for ratio in (1, 2, 4, 8)] == [
         'direct', 'direct', 'space_to_depth', 'space_to_depth']
+    assert [kernels.rule('tiles', CPU, f32, width=width) for width in (96, 192, 255, 256, 384, 768)] == [
+        'tiled', 'tiled', 'tiled', 'whole', 'whole', 'whole']
 
 
 def test_gpu_rules():
@@ -32,6 +34,7 @@ def test_gpu_rules():
         assert kernels.rule('linear', CUDA, dtype) == 'aten'
         assert kernels.rule('attention_backward', CUDA, dtype, length=49) == 'sdpa'
         assert kernels.rule('strided_conv', CUDA, dtype, kernel_to_stride=8) == 'direct'
+        assert kernels.rule('tiles', CUDA, dtype, width=96) == 'whole'
     assert FastPath(save_memory=True).kernel('attention_backward', CUDA, torch.float32, length=49) == 'sdpa'
 
 
@@ -39,7 +42,7 @@ def test_every_rule_picks_an_available_kernel():
     for device in (CPU, CUDA, META):
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             for name in kernels.DECISIONS:
-                for shape in (dict(length=49), dict(length=1050), dict(kernel_to_stride=8), {}):
+                for shape in (dict(length=49), dict(length=1050), dict(kernel_to_stride=8), dict(width=96), {}):
                     if ('length' in shape) != (name == 'attention_backward') and shape:
                         continue
                     assert kernels.rule(name, device, dtype, **shape) in kernels.available(name, device, dtype)
@@ -93,9 +96,10 @@ def test_the_repr_says_which_kernels_run():
     two_stages = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2), strides=(4, 2), out_indices=(0, 1))
     text = repr(SwinTransformer(**two_stages))
     assert ('kernels: cpu float32: linear=onednn, attention_backward=store (<= 64 tokens) / '
-            'recompute (longer), strided_conv=direct (kernel < 4 x stride) / space_to_depth (wider)') in text
+            'recompute (longer), strided_conv=direct (kernel < 4 x stride) / space_to_depth (wider), '
+            'tiles=tiled (< 256 channels) / whole (wider)') in text
     assert "kernels: impl='plain'" in repr(SwinTransformer(**two_stages, impl='plain'))
     pinned = SwinTransformer(**two_stages, save_memory=True,
-                             kernels=dict(linear='aten', strided_conv='direct')).bfloat16()
-    assert ('kernels: cpu bfloat16: linear=aten, attention_backward=recompute, strided_conv=direct, '
+                             kernels=dict(linear='aten', strided_conv='direct', tiles='whole')).bfloat16()
+    assert ('kernels: cpu bfloat16: linear=aten, attention_backward=recompute, strided_conv=direct, tiles=whole, '
             'save_memory') in repr(pinned)

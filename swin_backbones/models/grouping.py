@@ -118,6 +118,15 @@ class GroupMask(NamedTuple):
     index: Optional[torch.Tensor]  # nM positions within an image's groups; None for all of them
     groups_per_image: int
 
+    def restricted(self, start: int, stop: int) -> Optional['GroupMask']:
+        """The mask of an image's groups start .. stop-1 alone (None where none of them has one)."""
+        if self.index is None:
+            return GroupMask(self.additive[start:stop], None, stop - start)
+        inside = ((self.index >= start) & (self.index < stop)).nonzero().flatten()
+        if inside.numel() == 0:
+            return None
+        return GroupMask(self.additive[inside], self.index[inside] - start, stop - start)
+
     def full(self) -> torch.Tensor:
         """(groups_per_image, N or 1, N): the mask of every group, zeros where it has none."""
         if self.index is None:

@@ -118,17 +118,14 @@ class MultiHeadGroupAttention(nn.Module):
                       cosine_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The heads' outputs, concatenated, before the output projection.
 
-        x: (B * nG, N, C); bias: (heads, N, N); mask: (nG, N or 1, N) additive, or None. Returns (B * nG, N, C).
+        x: (B * nG, N, C); bias: (heads, N, N); mask: a :class:`.grouping.GroupMask`, or None. Returns (B * nG, N, C).
         Swin V2 passes ``qkv_bias`` (3C,), the bias of the qkv projection built from its q and v biases, and
         ``cosine_scale`` (heads, 1, 1): the logits are then cos(q, k) times each head's factor.
         """
-        groups, length, channels = x.shape
-        qkv = ops.linear(x, self.qkv, self.fast_path, bias=qkv_bias)
-        qkv = qkv.reshape(groups, length, 3, self.num_heads, channels // self.num_heads)
         cosine = cosine_scale is not None
-        x = ops.attention(qkv, bias, mask, cosine_scale if cosine else self.scale, self.fast_path, cosine=cosine,
-                          dropout=self.attn_drop)
-        return x.transpose(1, 2).reshape(groups, length, channels)
+        return ops.projected_attention(x, self.qkv, self.num_heads, bias, mask,
+                                       cosine_scale if cosine else self.scale, self.fast_path, qkv_bias=qkv_bias,
+                                       cosine=cosine, dropout=self.attn_drop)
 
     def project(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
                 drop_path: Optional[DropPath] = None) -> torch.Tensor:

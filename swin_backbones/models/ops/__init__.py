@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from .attention_kernels import group_attention, plain_attention_probs
 from .conv_kernels import space_to_depth_applies, strided_conv2d
 from .gather_kernels import InvertibleRowGather, gather_rows_forward
-from .linear_kernels import ActivationRecomputingLinear, fused_linear, fusible_activation, needs_grad
-from .rules import FastPath
+from .linear_kernels import ActivationRecomputingLinear, TiledMlp, fused_linear, fusible_activation, needs_grad
+from ..grouping import GroupMask
+from .rules import TILE_TOKENS, FastPath
 
-__all__ = ['FastPath', 'fast_kernels_apply', 'capturing_graph', 'linear', 'mlp', 'attention', 'conv2d',
-           'gather_rows']
+__all__ = ['FastPath', 'fast_kernels_apply', 'capturing_graph', 'linear', 'mlp', 'attention', 'projected_attention',
+           'conv2d', 'gather_rows']
 
 
 def capturing_graph() -> bool:
@@ -79,7 +80,8 @@ def mlp(x: torch.Tensor, fc1: nn.Linear, activation: nn.Module, fc2: nn.Linear, 
     """``residual + drop_path(dropout(fc2(dropout(activation(fc1(x))))))``, or without ``residual`` the MLP alone.
 
     Fast: in inference the activation is fc1's epilogue where the kernel has it (exact GELU, ReLU); with
-    ``save_memory`` in training, fc2 recomputes the activation in backward instead of keeping it.
+    ``save_memory`` in training, fc2 recomputes the activation in backward instead of keeping it; where the
+    ``tiles`` rule says, in tiles of tokens, forward and backward.
     """
     if _drops_path(residual, drop_path):
         return residual + drop_path(mlp(x, fc1, activation, fc2, dropout, fast_path))
@@ -87,17 +89,71 @@ def mlp(x: torch.Tensor, fc1: nn.Linear, activation: nn.Module, fc2: nn.Linear, 
         out = dropout(fc2(dropout(activation(fc1(x)))))
         return out if residual is None else residual + out
     if not needs_grad(x, residual, fc1.weight, fc1.bias, fc2.weight, fc2.bias):
-        epilogue = fusible_activation(activation)
-        if epilogue:
-            hidden = fused_linear(x, fc1.weight, fc1.bias, fast_path, activation=epilogue)
-        else:
-            hidden = activation(fused_linear(x, fc1.weight, fc1.bias, fast_path))
-        return fused_linear(hidden, fc2.weight, fc2.bias, fast_path, residual=residual)
+        if _tiled(fast_path, x):
+            tokens, channels = x.reshape(-1, x.shape[-1]), x.shape[-1]
+            residuals = residual.reshape(-1, channels) if residual is not None else None
+            out = x.new_empty(tokens.shape)
+            for start in range(0, tokens.shape[0], TILE_TOKENS):
+                tile = slice(start, start + TILE_TOKENS)
+                out[tile] = _inference_mlp(tokens[tile], fc1, activation, fc2, fast_path,
+                                           residuals[tile] if residuals is not None else None)
+            return out.view(x.shape)
+        return _inference_mlp(x, fc1, activation, fc2, fast_path, residual)
+    if _tiled(fast_path, x):
+        tokens = x.reshape(-1, x.shape[-1])
+        out = TiledMlp.apply(tokens, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+                             residual.reshape(tokens.shape) if residual is not None else None, activation,
+                             fast_path.kernel('linear', x.device, x.dtype), TILE_TOKENS)
+        return out.view(x.shape)
     hidden = fused_linear(x, fc1.weight, fc1.bias, fast_path)
     if fast_path.save_memory:
         return ActivationRecomputingLinear.apply(hidden, fc2.weight, fc2.bias, residual, activation,
                                                  fast_path.kernel('linear', x.device, x.dtype))
     return fused_linear(activation(hidden), fc2.weight, fc2.bias, fast_path, residual=residual)
+
+
+def _inference_mlp(x, fc1, activation, fc2, fast_path, residual):
+    epilogue = fusible_activation(activation)
+    if epilogue:
+        hidden = fused_linear(x, fc1.weight, fc1.bias, fast_path, activation=epilogue)
+    else:
+        hidden = activation(fused_linear(x, fc1.weight, fc1.bias, fast_path))
+    return fused_linear(hidden, fc2.weight, fc2.bias, fast_path, residual=residual)
+
+
+def _tiled(fast_path: FastPath, x: torch.Tensor) -> bool:
+    """Whether a call on the fast path runs in tiles of tokens (the ``tiles`` rule)."""
+    return fast_path.kernel('tiles', x.device, x.dtype, width=x.shape[-1]) == 'tiled'
+
+
+def projected_attention(x: torch.Tensor, qkv: nn.Linear, num_heads: int, bias: torch.Tensor,
+                        mask: Optional[GroupMask], scale: Union[float, torch.Tensor], fast_path: FastPath, *,
+                        qkv_bias: Optional[torch.Tensor] = None, cosine: bool = False,
+                        dropout: Optional[nn.Dropout] = None) -> torch.Tensor:
+    """The qkv projection of (B * nG, N, C) tokens, then :func:`attention`: the heads' outputs concatenated,
+    (B * nG, N, C). ``qkv_bias`` replaces the projection's own bias. Fast, in inference, in tiles of groups
+    where the ``tiles`` rule says (each tile's qkv stays in the cache for its attention)."""
+    groups, length, channels = x.shape
+    inference = not needs_grad(x, qkv.weight, qkv.bias, qkv_bias, bias)
+    if inference and fast_kernels_apply(fast_path, x, qkv.weight) and _tiled(fast_path, x):
+        out = x.new_empty(x.shape)
+        per_tile = max(1, TILE_TOKENS // length)
+        per_image = mask.groups_per_image if mask is not None else groups
+        for image in range(0, groups, per_image):
+            for start in range(image, image + per_image, per_tile):
+                stop = min(start + per_tile, image + per_image)
+                tile_mask = mask.restricted(start - image, stop - image) if mask is not None else None
+                out[start:stop] = _project_and_attend(x[start:stop], qkv, num_heads, bias, tile_mask, scale,
+                                                      fast_path, qkv_bias, cosine, dropout)
+        return out
+    return _project_and_attend(x, qkv, num_heads, bias, mask, scale, fast_path, qkv_bias, cosine, dropout)
+
+
+def _project_and_attend(x, qkv, num_heads, bias, mask, scale, fast_path, qkv_bias, cosine, dropout):
+    groups, length, channels = x.shape
+    projected = linear(x, qkv, fast_path, bias=qkv_bias).reshape(groups, length, 3, num_heads, channels // num_heads)
+    heads = attention(projected, bias, mask, scale, fast_path, cosine=cosine, dropout=dropout)
+    return heads.transpose(1, 2).reshape(groups, length, channels)
 
 
 def attention(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], scale: Union[float, torch.Tensor],

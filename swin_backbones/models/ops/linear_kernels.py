@@ -101,3 +101,52 @@ class ActivationRecomputingLinear(torch.autograd.Function):
         grad_h = torch.autograd.grad(activated, h_leaf, grad_activated)[0] if ctx.needs_input_grad[0] else None
         grad_residual = grad_out if ctx.needs_input_grad[3] else None
         return grad_h, grad_weight, grad_bias, grad_residual, None, None
+
+
+class TiledMlp(torch.autograd.Function):
+    """``F.linear(activation(F.linear(x, w1, b1)), w2, b2) (+ residual)`` over (M, C) tokens in tiles of ``rows``
+    tokens, forward and backward: each tile's hidden activations and their gradients (4 C wide) stay in the cache
+    between the two matmuls instead of going through memory. Keeps only the hidden pre-activation for backward
+    (the activation is recomputed there, tile by tile); the weight gradients accumulate over the tiles."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, residual, activation, kernel, rows):
+        tokens = x.shape[0]
+        hidden = x.new_empty(tokens, w1.shape[0])
+        out = x.new_empty(tokens, w2.shape[0])
+        for start in range(0, tokens, rows):
+            tile = slice(start, start + rows)
+            hidden[tile] = linear_forward(x[tile], w1, b1, kernel=kernel)
+            out[tile] = linear_forward(activation(hidden[tile]), w2, b2,
+                                       residual=residual[tile] if residual is not None else None, kernel=kernel)
+        ctx.activation, ctx.rows = activation, rows
+        ctx.has_bias = (b1 is not None, b2 is not None)
+        ctx.save_for_backward(x, hidden, w1, w2)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, hidden, w1, w2 = ctx.saved_tensors
+        needs_x, needs_w1, needs_b1, needs_w2, needs_b2, needs_residual = ctx.needs_input_grad[:6]
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(x) if needs_x else None
+        grad_w1 = torch.zeros_like(w1) if needs_w1 else None
+        grad_w2 = torch.zeros_like(w2) if needs_w2 else None
+        grad_b1 = w1.new_zeros(w1.shape[0]) if needs_b1 and ctx.has_bias[0] else None
+        grad_b2 = grad_out.sum(0) if needs_b2 and ctx.has_bias[1] else None
+        for start in range(0, x.shape[0], ctx.rows):
+            tile = slice(start, start + ctx.rows)
+            grad_tile = grad_out[tile]
+            with torch.enable_grad():
+                pre = hidden[tile].detach().requires_grad_(True)
+                activated = ctx.activation(pre)
+            if grad_w2 is not None:
+                grad_w2.addmm_(grad_tile.t(), activated.detach())
+            grad_pre = torch.autograd.grad(activated, pre, grad_tile @ w2)[0]
+            if grad_w1 is not None:
+                grad_w1.addmm_(grad_pre.t(), x[tile])
+            if grad_b1 is not None:
+                grad_b1 += grad_pre.sum(0)
+            if grad_x is not None:
+                torch.matmul(grad_pre, w1, out=grad_x[tile])
+        return (grad_x, grad_w1, grad_b1, grad_w2, grad_b2, grad_out if needs_residual else None, None, None, None)

@@ -20,6 +20,9 @@ gives the measurements behind each rule.
   the kernel is at least :data:`WIDE_KERNEL` times the stride (CrossFormer's 16 x 16 and 32 x 32 embedding
   kernels of stride 4, for which oneDNN's direct convolution takes seconds on AVX2 CPUs and its weight
   gradient is slow everywhere); ``direct`` (``F.conv2d``) otherwise.
+* ``tiles``, how the MLP (forward and backward) and, without gradients, the qkv projection with the attention
+  core run: ``tiled`` (a few thousand tokens at a time, so the wide intermediates stay in the cache) on CPUs for
+  tokens narrower than :data:`NARROW_TOKENS` channels (Swin's first two stages), ``whole`` otherwise.
 
 The backbones' ``kernels`` argument overrides any rule, e.g. ``kernels=dict(linear='aten')``; an override
 that the device or dtype at hand cannot run is an error, never silently replaced.
@@ -36,12 +39,18 @@ DECISIONS: Dict[str, Tuple[str, ...]] = {
     'linear': ('aten', 'onednn'),
     'attention_backward': ('store', 'recompute', 'sdpa'),
     'strided_conv': ('direct', 'space_to_depth'),
+    'tiles': ('whole', 'tiled'),
 }
 # Groups up to this many tokens (Swin's 7 x 7 and 8 x 8 windows, CrossFormer's short-distance groups)
 # keep their probabilities for backward on CPUs; longer ones recompute them.
 SHORT_GROUP = 64
 # Strided convolutions whose kernel is at least this many times their stride run by space-to-depth on CPUs.
 WIDE_KERNEL = 4
+# On CPUs, tokens narrower than this run the MLP (forward and backward) and, in inference, the qkv projection with
+# the attention core in tiles of about TILE_TOKENS tokens: their matmuls are bound by memory, and a tile's hidden
+# activations and their gradients (4 C wide) and qkv (3 C) stay in the cache instead of going through memory.
+NARROW_TOKENS = 256
+TILE_TOKENS = 2048
 IMPLS = ('fast', 'plain')
 
 
@@ -61,9 +70,9 @@ def available(decision: str, device: torch.device, dtype: torch.dtype) -> Tuple[
 
 
 def rule(decision: str, device: torch.device, dtype: torch.dtype, length: Optional[int] = None,
-         kernel_to_stride: int = 1) -> str:
+         kernel_to_stride: int = 1, width: Optional[int] = None) -> str:
     """The kernel the rules give ``decision`` on this device and dtype: for attention, groups of ``length``
-    tokens; for the strided convolutions, the kernel size over the stride."""
+    tokens; for the strided convolutions, the kernel size over the stride; for tiles, tokens ``width`` wide."""
     cpu = device.type == 'cpu'
     if decision == 'linear':
         return 'onednn' if onednn_takes(device, dtype) else 'aten'
@@ -73,6 +82,8 @@ def rule(decision: str, device: torch.device, dtype: torch.dtype, length: Option
         return 'store' if length is not None and length <= SHORT_GROUP else 'recompute'
     if decision == 'strided_conv':
         return 'space_to_depth' if cpu and kernel_to_stride >= WIDE_KERNEL else 'direct'
+    if decision == 'tiles':
+        return 'tiled' if cpu and width is not None and width < NARROW_TOKENS else 'whole'
     raise KeyError(decision)
 
 
@@ -115,13 +126,13 @@ class FastPath:
         return cls(impl == 'fast', bool(save_memory), overrides)
 
     def kernel(self, decision: str, device: torch.device, dtype: torch.dtype, length: Optional[int] = None,
-               kernel_to_stride: int = 1) -> str:
+               kernel_to_stride: int = 1, width: Optional[int] = None) -> str:
         """The kernel of ``decision`` for this call: the override if one was given, else the rule."""
         chosen = dict(self.overrides).get(decision)
         if chosen is None:
             if decision == 'attention_backward' and self.save_memory and device.type == 'cpu':
                 return 'recompute'
-            return rule(decision, device, dtype, length, kernel_to_stride)
+            return rule(decision, device, dtype, length, kernel_to_stride, width)
         if chosen not in available(decision, device, dtype):
             raise ValueError(f'kernels: {decision}={chosen!r} cannot run on {device.type} with {dtype}; '
                              f'available there: {available(decision, device, dtype)}')
@@ -142,6 +153,10 @@ class FastPath:
         conv_text = (convs.pop() if len(convs) == 1 else
                      f'{pick("strided_conv")} (kernel < {WIDE_KERNEL} x stride) / '
                      f'{pick("strided_conv", kernel_to_stride=WIDE_KERNEL)} (wider)')
+        tiles = {pick('tiles', width=NARROW_TOKENS - 1), pick('tiles', width=NARROW_TOKENS)}
+        tiles_text = (tiles.pop() if len(tiles) == 1 else
+                      f'{pick("tiles", width=NARROW_TOKENS - 1)} (< {NARROW_TOKENS} channels) / '
+                      f'{pick("tiles", width=NARROW_TOKENS)} (wider)')
         text = (f'{device.type} {str(dtype).replace("torch.", "")}: linear={pick("linear")}, '
-                f'attention_backward={backward_text}, strided_conv={conv_text}')
+                f'attention_backward={backward_text}, strided_conv={conv_text}, tiles={tiles_text}')
         return text + (', save_memory' if self.save_memory else '')
