@@ -50,7 +50,7 @@ def test_two_process_training(tmp_path, toy_data, task, backbone, frozen_stages)
     # Every optimized parameter took all three steps; frozen ones (the stem and stage 1) are not optimized.
     assert sorted(state['optimizer']['state']) == sorted(optimized)
     assert {int(s['step']) for s in state['optimizer']['state'].values()} == {3}
-    frozen = [k for k in parameters if k.startswith(('backbone.patch_embed.', 'backbone.layers.0.', 'backbone.norm0.'))]
+    frozen = [k for k in parameters if k.startswith(('backbone.patch_embed.', 'backbone.stages.0.', 'backbone.norm0.'))]
     assert len(frozen) > 10
     assert len(parameters) - len(optimized) == (len(frozen) if frozen_stages == 1 else 0)
 
