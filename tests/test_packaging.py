@@ -1,6 +1,5 @@
 """The package as people install it: console scripts, configs found by name, and the built wheel installed
 (not editable) into a fresh virtual environment, used from outside the repository."""
-import configparser
 import glob
 import importlib
 import importlib.util
@@ -19,17 +18,7 @@ import yaml
 
 import swin_backbones
 
-from .helpers import MIM_TOOLS, REPO, check, short_run_options, train_iterations
-
-
-def _console_scripts():
-    parser = configparser.ConfigParser()
-    parser.read(osp.join(REPO, 'setup.cfg'))
-    lines = parser['options.entry_points']['console_scripts'].strip().splitlines()
-    return dict(tuple(part.strip() for part in line.split('=')) for line in lines)
-
-
-CONSOLE_SCRIPTS = _console_scripts()
+from .helpers import CONSOLE_SCRIPTS, MIM_TOOLS, REPO, check, short_run_options, train_iterations
 
 
 def test_console_scripts_are_named_alike():

@@ -4,6 +4,7 @@ Computes the same function as mmdet 3.3.0's ``SwinTransformer`` and takes its co
 window machinery it shares with Swin V2 is in :mod:`.windows`; the checkpoint layouts in :mod:`.swin_layouts`
 (:func:`convert_swin_state_dict` reads the authors', mmdet/mmseg and timm layouts).
 """
+import math
 import re
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -20,7 +21,7 @@ from .swin_layouts import (detect_layout, from_authors_key, from_openmmlab_key, 
                            merging_of_previous_stage, neighbour_to_unfold_order, resize_bias_table,
                            resize_position_embedding, to_openmmlab_key)
 from .windows import (PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding, concat_neighbours,
-                      image_size_pair)
+                      patch_grid)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -170,12 +171,10 @@ class SwinTransformer(PyramidBackbone):
         self.convert_weights = convert_weights
         self.patch_embed = PatchEmbed(self.in_channels, self.embed_dims, patch_size,
                                       norm_cfg if patch_norm else None, fast_path=self.fast_path)
-        height, width = image_size_pair('pretrain_img_size', pretrain_img_size)
         self.use_abs_pos_embed = use_abs_pos_embed
+        self.pos_embed_grid = patch_grid('pretrain_img_size', pretrain_img_size, patch_size)
         if use_abs_pos_embed:
-            self.pos_embed_grid = (height // patch_size, width // patch_size)
-            self.absolute_pos_embed = nn.Parameter(
-                torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], self.embed_dims))
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pos_embed_grid), self.embed_dims))
 
         def make_stage(spec: StageSpec) -> SwinStage:
             def block(j: int, shifted: bool) -> SwinBlock:

@@ -28,7 +28,7 @@ from .layers import CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, b
 from .swin_layouts import (detect_layout, from_authors_key, from_openmmlab_key, has_swin_patch_embedding,
                            merging_of_previous_stage, neighbour_to_unfold_order, resize_position_embedding)
 from .windows import (INTERPOLATE_MODES, PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding,
-                      concat_neighbours, image_size_pair)
+                      concat_neighbours, patch_grid)
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -240,12 +240,10 @@ class SwinTransformerV2(PyramidBackbone):
         self.interpolate_mode = interpolate_mode
         self.patch_embed = PatchEmbed(self.in_channels, self.embed_dims, patch_size, dict(type='LN'),
                                       fast_path=self.fast_path)
-        height, width = image_size_pair('img_size', img_size)
         self.use_abs_pos_embed = use_abs_pos_embed
+        self.pos_embed_grid = patch_grid('img_size', img_size, patch_size)
         if use_abs_pos_embed:
-            self.pos_embed_grid = (height // patch_size, width // patch_size)
-            self.absolute_pos_embed = nn.Parameter(
-                torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], self.embed_dims))
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pos_embed_grid), self.embed_dims))
 
         def make_stage(spec: StageSpec) -> SwinStage:
             def block(j: int, shifted: bool) -> SwinBlockV2:

@@ -240,6 +240,13 @@ def image_size_pair(name: str, size) -> Tuple[int, int]:
     return pair
 
 
+def patch_grid(name: str, size, patch_size: int) -> Tuple[int, int]:
+    """(rows, columns) of ``patch_size`` patches in an image size argument ``name`` (see :func:`image_size_pair`):
+    the grid of an absolute position embedding learned at that size."""
+    height, width = image_size_pair(name, size)
+    return height // patch_size, width // patch_size
+
+
 INTERPOLATE_MODES = ('bicubic', 'bilinear', 'nearest')
 
 
