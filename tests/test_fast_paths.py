@@ -329,6 +329,30 @@ def test_strided_conv_kernels_match_plain(strided_conv, in_channels, out_channel
     assert_close(fast[1], plain[1], rel=REL)
 
 
+@pytest.mark.parametrize('stride, height, width', [(2, 9, 12), (2, 8, 7), (1, 5, 6), (3, 10, 7)])
+@pytest.mark.parametrize('with_norm', [True, False])
+@pytest.mark.parametrize('linear_kernel', LINEAR_KERNELS)
+def test_patch_merging_gathered_tap_major_matches_plain(linear_kernel, with_norm, stride, height, width):
+    """The fast merging gathers the neighbourhoods tap-major and reorders its parameters to match: the plain
+    merging's outputs and gradients (input, LayerNorm and reduction parameters), odd sides and every stride."""
+    channels = 6
+    norm = randomize_(nn.LayerNorm(4 * channels)) if with_norm else None
+    reduction = randomize_(nn.Linear(4 * channels, 2 * channels, bias=False))
+    x = torch.randn(2, height, width, channels, generator=torch.Generator().manual_seed(0))
+
+    def run(path):
+        parameters = [*(norm.parameters() if norm is not None else ()), reduction.weight]
+        for parameter in parameters:
+            parameter.grad = None
+        out, grads = gradients(lambda x: ops.patch_merging(x, norm, reduction, stride, path), [x])
+        return out, grads + [parameter.grad.clone() for parameter in parameters]
+    fast = run(fast_path(linear=linear_kernel))
+    plain = run(FastPath.from_arguments('plain'))
+    assert fast[0].shape == (2, -(-height // stride), -(-width // stride), 2 * channels)
+    assert_close(fast[0], plain[0], rel=REL)
+    assert_close(fast[1], plain[1], rel=REL)
+
+
 def test_space_to_depth_only_where_it_applies():
     assert not space_to_depth_applies(nn.Conv2d(3, 4, 3, stride=2, padding=1))  # kernel not a multiple
     assert not space_to_depth_applies(nn.Conv2d(4, 4, 4, stride=2, groups=2))

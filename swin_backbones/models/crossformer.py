@@ -94,7 +94,9 @@ class CrossScaleEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The authors' convs give floor(H/4); zeros to a multiple of 4 give ceil(H/4), and the extra zeros
         # continue the convs' own zero padding, so multiples of 4 are unchanged.
-        x = pad_image_to_multiple(x, 4)
+        # One channels-last copy of the image for the four convolutions (the fast ops.conv2d would make one each,
+        # and each would be kept for backward).
+        x = pad_image_to_multiple(x, 4).contiguous(memory_format=torch.channels_last)
         x = torch.cat([ops.conv2d(x, proj, self.fast_path) for proj in self.projs], dim=1)
         return self.norm(x.permute(0, 2, 3, 1))
 

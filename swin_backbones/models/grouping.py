@@ -69,6 +69,32 @@ def pad_image_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 
+def concat_neighbours(x: torch.Tensor, stride: int = 2, tap_major: bool = False) -> torch.Tensor:
+    """(B, H, W, C) -> (B, ceil(H/s), ceil(W/s), 4C): the 2x2 neighbourhood of every s-th token concatenated on
+    channels, zeros at the bottom and right (the 'corner' padding of mmdet's ``nn.Unfold`` with kernel 2 and
+    stride s; s = 1: overlapping neighbourhoods, one per token). Channel-major, as ``nn.Unfold`` gives it: the taps
+    (0,0), (0,1), (1,0), (1,1) of each channel together; with ``tap_major``, the C channels of each tap in one
+    run (:func:`to_tap_major` reorders a parameter of the channel-major order)."""
+    batch, height, width, channels = x.shape
+    if stride == 1:
+        x = pad_to_size(x, height + 1, width + 1)
+        taps = [x[:, dh:dh + height, dw:dw + width] for dh in (0, 1) for dw in (0, 1)]
+        return torch.cat(taps, dim=-1) if tap_major else torch.stack(taps, dim=-1).flatten(-2)
+    # Cells of stride x stride tokens, of which the neighbourhood is the top-left 2 x 2.
+    out_h, out_w = ceil_div(height, stride), ceil_div(width, stride)
+    x = pad_to_size(x, out_h * stride, out_w * stride).view(batch, out_h, stride, out_w, stride, channels)
+    if stride > 2:
+        x = x[:, :, :2, :, :2]
+    x = x.permute(0, 1, 3, 2, 4, 5) if tap_major else x.permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(batch, out_h, out_w, 4 * channels)
+
+
+def to_tap_major(parameter: torch.Tensor) -> torch.Tensor:
+    """A parameter whose last axis (4C) is channel-major over the taps, tap t of channel c at 4c + t, in the
+    order of the tap-major :func:`concat_neighbours`, tap t of channel c at tC + c."""
+    return parameter.unflatten(-1, (-1, 4)).transpose(-1, -2).flatten(-2)
+
+
 class Grouping(NamedTuple):
     """How each side of a padded map splits into ``(outer, inner, dilation)``; see the module doc."""
     inner_h: int

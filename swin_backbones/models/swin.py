@@ -20,8 +20,7 @@ from .layers import CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, b
 from .swin_layouts import (detect_layout, from_authors_key, from_openmmlab_key, has_swin_patch_embedding,
                            merging_of_previous_stage, neighbour_to_unfold_order, resize_bias_table,
                            resize_position_embedding, to_openmmlab_key)
-from .windows import (PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding, concat_neighbours,
-                      patch_grid)
+from .windows import PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding, patch_grid
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -81,7 +80,7 @@ class SwinBlock(CheckpointedBlock):
 
 class PatchMerging(nn.Module):
     """(B, H, W, C) -> (B, ceil(H/s), ceil(W/s), 2C): 2x2 neighbourhoods of every s-th token concatenated
-    (:func:`.windows.concat_neighbours`), LayerNorm, Linear."""
+    (:func:`.grouping.concat_neighbours`), LayerNorm, Linear (:func:`.ops.patch_merging`)."""
 
     def __init__(self, dim: int, norm_cfg: Optional[dict], stride: int, fast_path: ops.FastPath):
         super().__init__()
@@ -91,10 +90,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = concat_neighbours(x, self.stride)
-        if self.norm is not None:
-            x = self.norm(x)
-        return ops.linear(x, self.reduction, self.fast_path)
+        return ops.patch_merging(x, self.norm, self.reduction, self.stride, self.fast_path)
 
     def extra_repr(self) -> str:
         return f'stride={self.stride}'

@@ -24,11 +24,10 @@ from ..registry import MODELS
 from . import ops
 from .base import PyramidBackbone, StageSpec, per_stage, resolve_arch
 from .grouping import pair_bias, relative_offsets, relative_position_index
-from .layers import CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention, build_norm
+from .layers import CheckpointedBlock, DropPath, Mlp, MultiHeadGroupAttention
 from .swin_layouts import (detect_layout, from_authors_key, from_openmmlab_key, has_swin_patch_embedding,
                            merging_of_previous_stage, neighbour_to_unfold_order, resize_position_embedding)
-from .windows import (INTERPOLATE_MODES, PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding,
-                      concat_neighbours, patch_grid)
+from .windows import INTERPOLATE_MODES, PatchEmbed, SwinStage, WindowLayout, absolute_position_embedding, patch_grid
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -127,7 +126,7 @@ class PatchMergingV2(nn.Module):
         self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(ops.linear(concat_neighbours(x), self.reduction, self.fast_path))
+        return self.norm(ops.patch_merging(x, None, self.reduction, 2, self.fast_path))
 
 
 @MODELS.register_module()

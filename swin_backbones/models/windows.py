@@ -1,6 +1,6 @@
 """The shifted-window machinery Swin V1 and V2 share: the patch embedding, the window layout of a stage (how
 its tokens are stored and cut into regular and shifted windows, with the shift mask), the stage of alternating
-W-MSA / SW-MSA blocks, the 2x2 neighbour concatenation of patch merging and the absolute position embedding.
+W-MSA / SW-MSA blocks and the absolute position embedding.
 
 Any input size: maps are zero-padded at the bottom and right to whole windows (padded tokens take part in
 attention as zero keys, unmasked, as in mmdet), odd sides before merging, the image to whole patches.
@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from . import ops
 from .base import StageSpec
-from .grouping import (GroupMask, Grouping, ceil_div, group_tokens, known_equal, pad_image_to_multiple, pad_to_size,
-                       round_up, ungroup_tokens)
+from .grouping import GroupMask, Grouping, group_tokens, known_equal, pad_image_to_multiple, round_up, ungroup_tokens
 from .layers import build_norm
 
 
@@ -34,23 +33,6 @@ class PatchEmbed(nn.Module):
         x = pad_image_to_multiple(x, self.patch_size)
         x = ops.conv2d(x, self.proj, self.fast_path).permute(0, 2, 3, 1)
         return self.norm(x) if self.norm is not None else x
-
-
-def concat_neighbours(x: torch.Tensor, stride: int = 2) -> torch.Tensor:
-    """(B, H, W, C) -> (B, ceil(H/s), ceil(W/s), 4C): the 2x2 neighbourhood of every s-th token concatenated on
-    channels, as mmdet's merging reads it (``nn.Unfold`` with kernel 2, stride s, zeros at the bottom and right
-    as its 'corner' padding): channel-major, the taps (0,0), (0,1), (1,0), (1,1) of each channel together."""
-    batch, height, width, channels = x.shape
-    if stride == 1:  # overlapping neighbourhoods, one per token
-        x = pad_to_size(x, height + 1, width + 1)
-        taps = [x[:, dh:dh + height, dw:dw + width] for dh in (0, 1) for dw in (0, 1)]
-        return torch.stack(taps, dim=-1).reshape(batch, height, width, 4 * channels)
-    # Cells of stride x stride tokens, of which the neighbourhood is the top-left 2 x 2.
-    out_h, out_w = ceil_div(height, stride), ceil_div(width, stride)
-    x = pad_to_size(x, out_h * stride, out_w * stride).view(batch, out_h, stride, out_w, stride, channels)
-    if stride > 2:
-        x = x[:, :, :2, :, :2]
-    return x.permute(0, 1, 3, 5, 2, 4).reshape(batch, out_h, out_w, 4 * channels)
 
 
 class WindowView(NamedTuple):

@@ -12,9 +12,9 @@ Implementations of the same function (:func:`swin_backbones.models.ops.attention
     that broadcasts over the batch, so the logits are never written out as a whole;
   - in training, the ``attention_backward`` kernel its :class:`.kernels.FastPath` gives: ``store``, a
     matmul-softmax-matmul forward keeping the probabilities, and a backward that writes the gradient of
-    the whole qkv tensor at once; ``recompute``, the SDPA forward keeping only q, k and v, and a backward
-    that rebuilds the probabilities chunk by chunk; or ``sdpa``, the SDPA kernel with its own backward
-    (GPUs).
+    the whole qkv tensor at once (both head by head); ``recompute``, the SDPA forward keeping only q, k and v,
+    and a backward that rebuilds the probabilities chunk by chunk; or ``sdpa``, the SDPA kernel with its own
+    backward (GPUs).
 
   With ``cosine``, q and k are normalised (and q scaled per head) first, so that these dot-product kernels
   compute cosine attention.
@@ -139,62 +139,74 @@ def _sdpa(q, k, v, bias, mask, scale) -> torch.Tensor:
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def _probs(q_scaled: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: Optional[GroupMask]) -> torch.Tensor:
-    """softmax(q_scaled @ k^T + bias + mask) for (B * nG, heads, N, d) q and k, bias (heads, N, N) in their
-    dtype; the mask added to the groups it names only."""
-    logits = torch.matmul(q_scaled, k.transpose(-2, -1)).add_(bias)
-    if mask is not None:
-        heads, length = logits.shape[1], logits.shape[-1]
-        per_image = logits.view(-1, mask.groups_per_image, heads, length, length)
-        additive = mask.additive.to(logits.dtype).unsqueeze(1)  # nM, 1, N or 1, N
-        if mask.index is None:
-            per_image.add_(additive)
-        else:
-            for image in per_image:
-                image.index_add_(0, mask.index, additive.expand(-1, heads, length, length))
-    return logits.softmax(dim=-1)
+def _add_group_mask(logits: torch.Tensor, mask: Optional[GroupMask]) -> torch.Tensor:
+    """Adds the mask to one head's (B * nG, N, N) logits, in place, in the groups it names only."""
+    if mask is None:
+        return logits
+    length = logits.shape[-1]
+    per_image = logits.view(-1, mask.groups_per_image, length, length)
+    additive = mask.additive.to(logits.dtype)  # nM, N or 1, N
+    if mask.index is None:
+        per_image.add_(additive)
+    else:
+        per_image.index_add_(1, mask.index, additive.expand(per_image.shape[0], -1, length, length))
+    return logits
 
 
-def _gradients_from_probs(probs, q_scaled, k, v, grad_out, scale, grad_probs=None, grad_logits=None):
-    """Gradients of the core with respect to q, k, v and the logits, given its probabilities; the gradients
-    of the probabilities and of the logits are written into ``grad_probs`` and ``grad_logits`` when given
-    (buffers of the probabilities' shape)."""
+def _gradients_from_probs(probs, q, k, v, grad_out, scale, grad_probs=None, grad_logits=None):
+    """Gradients of the core softmax(scale * q @ k^T + ...) @ v with respect to q, k, v and the logits, given
+    its probabilities; the gradients of the probabilities and of the logits are written into ``grad_probs``
+    and ``grad_logits`` when given (buffers of the probabilities' shape)."""
     grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
     grad_probs = torch.matmul(grad_out, v.transpose(-2, -1), out=grad_probs)
     grad_logits = torch.ops.aten._softmax_backward_data.out(
         grad_probs, probs, -1, probs.dtype, grad_input=torch.empty_like(probs) if grad_logits is None else grad_logits)
-    grad_k = torch.matmul(grad_logits.transpose(-2, -1), q_scaled)
+    grad_k = torch.matmul(grad_logits.transpose(-2, -1), q).mul_(scale)
     grad_q = torch.matmul(grad_logits, k).mul_(scale)
     return grad_q, grad_k, grad_v, grad_logits
 
 
 class _StoringAttention(torch.autograd.Function):
-    """matmul-softmax-matmul forward that keeps the probabilities (and q, k, v in the layout the backward's
-    matmuls read); the backward writes the gradient of the whole qkv tensor at once."""
+    """matmul-softmax-matmul forward that keeps the probabilities (and the qkv tensor); the backward writes the
+    gradient of the whole qkv tensor at once. Both run head by head: one head's q, k and v are (B * nG, N, d)
+    strided views of qkv that the batched matmuls read in place (the (B * nG, heads) axes of a head-major
+    layout cannot be merged into one batch axis without copying q, k and v), and one head's logits and
+    their gradients stay in the cache between the matmuls, the softmax and its backward. ``scale`` is a
+    float here (cosine attention has folded its per-head factors into q)."""
 
     @staticmethod
     def forward(ctx, qkv, bias, mask, scale):
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q_scaled, k, v = q * scale, k.contiguous(), v.contiguous()
-        probs = _probs(q_scaled, k, bias.detach().to(q.dtype), mask)
+        groups, length, _, heads, dim = qkv.shape
+        q, k, v = qkv.unbind(2)  # each B*nG, N, heads, d
+        bias_in_dtype = bias.detach().to(qkv.dtype)
+        logits = qkv.new_empty(groups, length, length)
+        probs = qkv.new_empty(heads, groups, length, length)
+        out = qkv.new_empty(heads, groups, length, dim)
+        for head in range(heads):
+            torch.baddbmm(bias_in_dtype[head], q[:, :, head], k[:, :, head].transpose(1, 2), alpha=scale, out=logits)
+            torch.ops.aten._softmax.out(_add_group_mask(logits, mask), -1, False, out=probs[head])
+            torch.bmm(probs[head], v[:, :, head], out=out[head])
         ctx.scale = scale
-        ctx.qkv_layout = (qkv.shape, qkv.dtype, qkv.device)
         ctx.bias_dtype = bias.dtype
-        ctx.save_for_backward(q_scaled, k, v, probs)
-        return torch.matmul(probs, v)
+        ctx.save_for_backward(qkv, probs)
+        return out.transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q_scaled, k, v, probs = ctx.saved_tensors
-        shape, dtype, device = ctx.qkv_layout
-        grad_qkv = torch.empty(shape, dtype=dtype, device=device)
-        grad_q, grad_k, grad_v = grad_qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        grads = _gradients_from_probs(probs, q_scaled, k, v, grad_out.contiguous(), ctx.scale)
-        grad_q.copy_(grads[0])
-        grad_k.copy_(grads[1])
-        grad_v.copy_(grads[2])
-        grad_bias = grads[3].sum(0, dtype=torch.float32).to(ctx.bias_dtype)
-        return grad_qkv, grad_bias, None, None
+        qkv, probs = ctx.saved_tensors
+        groups, length, _, heads, dim = qkv.shape
+        q, k, v = qkv.unbind(2)
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        grad_q, grad_k, grad_v = grad_qkv.unbind(2)
+        grad_bias = torch.empty((heads, length, length), dtype=torch.float32, device=qkv.device)
+        grad_probs, grad_logits = (probs.new_empty(groups, length, length) for _ in range(2))
+        for head in range(heads):
+            grads = _gradients_from_probs(probs[head], q[:, :, head], k[:, :, head], v[:, :, head], grad_out[:, head],
+                                          ctx.scale, grad_probs, grad_logits)
+            for grad, head_grad in zip((grad_q, grad_k, grad_v), grads):
+                grad[:, :, head].copy_(head_grad)
+            torch.sum(grads[3], 0, dtype=torch.float32, out=grad_bias[head])
+        return grad_qkv, grad_bias.to(ctx.bias_dtype), None, None
 
 
 class _RecomputingAttention(torch.autograd.Function):
@@ -245,14 +257,13 @@ def _chunk_gradients(q, k, v, grad_out, additive, scale, buffers, grad_q, grad_k
     in; the gradients written into grad_q, grad_k, grad_v (g, h, N, d) and added to grad_bias (h, N, N)."""
     groups, heads, length, dim = q.shape
     count = groups * heads
-    q_scaled = (q * scale).reshape(count, length, dim)
-    k, v, grad_out = (t.reshape(count, length, dim) for t in (k, v, grad_out))
+    q, k, v, grad_out = (t.reshape(count, length, dim) for t in (q, k, v, grad_out))
     probs, grad_probs, logits = (buffer[:count] for buffer in buffers)
-    torch.bmm(q_scaled, k.transpose(1, 2), out=logits)
+    logits.baddbmm_(q, k.transpose(1, 2), beta=0, alpha=scale)
     logits.view(groups, heads, length, length).add_(additive)
     torch.ops.aten._softmax.out(logits, -1, False, out=probs)
     # The logits' gradient takes the logits' buffer: the softmax has read them.
-    grads = _gradients_from_probs(probs, q_scaled, k, v, grad_out, scale, grad_probs, grad_logits=logits)
+    grads = _gradients_from_probs(probs, q, k, v, grad_out, scale, grad_probs, grad_logits=logits)
     for group_grad_logits in grads[3].view(groups, heads, length, length):
         grad_bias += group_grad_logits
     for grad, chunk_grad in zip((grad_q, grad_k, grad_v), grads):

@@ -1,6 +1,7 @@
 """Kernels of the linear layers: the matmul with its epilogue (bias, residual add, and in inference the
-activation) in one pass, by the ``linear`` kernel of the fast path ('aten' or 'onednn'), and an MLP output
-layer that recomputes its input activation in backward instead of keeping it (``save_memory``).
+activation) in one pass, by the ``linear`` kernel of the fast path ('aten' or 'onednn', which computes the input
+gradients in backward too), and an MLP output layer that recomputes its input activation in backward instead of
+keeping it (``save_memory``).
 """
 from typing import Optional
 
@@ -39,10 +40,18 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     return _IN_PLACE_ACTIVATIONS[activation](out) if activation != 'none' else out
 
 
+def input_gradient(grad_out: torch.Tensor, weight: torch.Tensor, kernel: str) -> torch.Tensor:
+    """``grad_out @ weight``, the gradient of ``F.linear(x, weight)`` with respect to x, by the ``linear`` kernel
+    ('onednn': oneDNN's linear with the transposed weight, which it reads as it reorders every weight it takes)."""
+    if kernel == 'onednn':
+        return linear_forward(grad_out, weight.t(), None, kernel=kernel)
+    return grad_out @ weight
+
+
 def _linear_backward(ctx, grad_out, x, weight):
-    """Gradients of F.linear(x, weight, bias) for the inputs that need them, as autograd computes them."""
+    """Gradients of F.linear(x, weight, bias) for the inputs that need them, the input's by ``ctx.kernel``."""
     flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
-    grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+    grad_x = input_gradient(grad_out, weight, ctx.kernel) if ctx.needs_input_grad[0] else None
     grad_weight = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
     grad_bias = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_weight, grad_bias
@@ -54,6 +63,7 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, residual):
         ctx.has_bias = bias is not None
+        ctx.kernel = 'onednn'
         ctx.save_for_backward(x, weight)
         return linear_forward(x, weight, bias, residual=residual, kernel='onednn')
 
@@ -86,7 +96,7 @@ class ActivationRecomputingLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, residual, activation, kernel):
-        ctx.activation = activation
+        ctx.activation, ctx.kernel = activation, kernel
         ctx.has_bias = bias is not None
         ctx.save_for_backward(h, weight)
         return linear_forward(activation(h), weight, bias, residual=residual, kernel=kernel)
@@ -119,7 +129,7 @@ class TiledMlp(torch.autograd.Function):
             hidden[tile] = linear_forward(x[tile], w1, b1, kernel=kernel)
             out[tile] = linear_forward(activation(hidden[tile]), w2, b2,
                                        residual=residual[tile] if residual is not None else None, kernel=kernel)
-        ctx.activation, ctx.rows = activation, rows
+        ctx.activation, ctx.kernel, ctx.rows = activation, kernel, rows
         ctx.has_bias = (b1 is not None, b2 is not None)
         ctx.save_for_backward(x, hidden, w1, w2)
         return out
@@ -142,11 +152,11 @@ class TiledMlp(torch.autograd.Function):
                 activated = ctx.activation(pre)
             if grad_w2 is not None:
                 grad_w2.addmm_(grad_tile.t(), activated.detach())
-            grad_pre = torch.autograd.grad(activated, pre, grad_tile @ w2)[0]
+            grad_pre = torch.autograd.grad(activated, pre, input_gradient(grad_tile, w2, ctx.kernel))[0]
             if grad_w1 is not None:
                 grad_w1.addmm_(grad_pre.t(), x[tile])
             if grad_b1 is not None:
                 grad_b1 += grad_pre.sum(0)
             if grad_x is not None:
-                torch.matmul(grad_pre, w1, out=grad_x[tile])
+                grad_x[tile] = input_gradient(grad_pre, w1, ctx.kernel)
         return (grad_x, grad_w1, grad_b1, grad_w2, grad_b2, grad_out if needs_residual else None, None, None, None)
