@@ -8,6 +8,9 @@ share ``outer`` and ``dilation`` indices form one group, laid out on an ``inner_
 * CrossFormer LDA with interval I (paper):  ``(1, L/I, I)``
 * CrossFormer++ LDA, G x G groups, interval I inside regions of G*I:  ``(L/(G*I), G, I)``
 
+The patch merging's 2x2 neighbourhoods (:func:`concat_neighbours`) are the same kind of cut, concatenated on
+channels instead of grouped.
+
 Sizes may be traced (tensors under ``torch.jit.trace``, symbols under ``torch.compile(dynamic=True)``): the
 helpers below keep them expressions, never Python branches on a traced value.
 """
