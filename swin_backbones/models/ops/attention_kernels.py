@@ -140,16 +140,16 @@ def _sdpa(q, k, v, bias, mask, scale) -> torch.Tensor:
 
 
 def _add_group_mask(logits: torch.Tensor, mask: Optional[GroupMask]) -> torch.Tensor:
-    """Adds the mask to one head's (B * nG, N, N) logits, in place, in the groups it names only."""
+    """Adds the mask (its additive term in the logits' dtype) to one head's (B * nG, N, N) logits, in place, in
+    the groups it names only."""
     if mask is None:
         return logits
     length = logits.shape[-1]
     per_image = logits.view(-1, mask.groups_per_image, length, length)
-    additive = mask.additive.to(logits.dtype)  # nM, N or 1, N
     if mask.index is None:
-        per_image.add_(additive)
+        per_image.add_(mask.additive)
     else:
-        per_image.index_add_(1, mask.index, additive.expand(per_image.shape[0], -1, length, length))
+        per_image.index_add_(1, mask.index, mask.additive.expand(per_image.shape[0], -1, length, length))
     return logits
 
 
@@ -179,6 +179,8 @@ class _StoringAttention(torch.autograd.Function):
         groups, length, _, heads, dim = qkv.shape
         q, k, v = qkv.unbind(2)  # each B*nG, N, heads, d
         bias_in_dtype = bias.detach().to(qkv.dtype)
+        if mask is not None:
+            mask = mask._replace(additive=mask.additive.to(qkv.dtype))  # once, not per head
         logits = qkv.new_empty(groups, length, length)
         probs = qkv.new_empty(heads, groups, length, length)
         out = qkv.new_empty(heads, groups, length, dim)
