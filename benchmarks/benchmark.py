@@ -21,13 +21,17 @@ each (so a burst of load elsewhere shifts both or neither), the ratio reference 
 faster), achieved GFLOP/s (the reference's forward FLOPs, tripled for forward+backward, over the time)
 and the memory of a training step: on a CPU the activations kept for backward (distinct storages that
 autograd saved, parameters excluded), on a GPU the peak allocation of the step. ``--compare-plain`` adds
-our ``impl='plain'`` to the alternation. The first line names the kernels our fast path runs
-(:mod:`swin_backbones.models.kernels`); the closing lines give the minimum ratio, the CPU, its vector
+our ``impl='plain'`` to the alternation. The last columns count the minor page faults of each side's fastest
+step (first touches of memory the allocator had to get from the kernel): on virtual machines each costs
+microseconds (1.3-13 us measured), so they can move a CPU ratio by more than the kernels do
+(docs/measurements/2026-12-07-avx2-cpu-page-faults.md). The first line names the kernels our fast path runs
+(:mod:`swin_backbones.models.ops.rules`); the closing lines give the minimum ratio, the CPU, its vector
 extensions, the threads and the load average.
 """
 import argparse
 import os
 import re
+import resource
 import sys
 import time
 import types
@@ -174,8 +178,15 @@ def step(model, x, mode, device, dtype):
     return outs
 
 
-def time_steps(models: Dict[str, nn.Module], x, mode, device, dtype, warmup: int, runs: int) -> Dict[str, float]:
-    """The fastest of ``runs`` steps of each model, the models taking turns (after ``warmup`` steps each)."""
+def minor_page_faults() -> int:
+    """This process's minor page faults so far: first touches of memory the kernel had to map."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_steps(models: Dict[str, nn.Module], x, mode, device, dtype, warmup: int, runs: int,
+               faults: Optional[Dict[str, int]] = None) -> Dict[str, float]:
+    """The fastest of ``runs`` steps of each model, the models taking turns (after ``warmup`` steps each).
+    ``faults``, when given, receives the minor page faults of each model's fastest step."""
     for _ in range(warmup):
         for model in models.values():
             step(model, x, mode, device, dtype)
@@ -183,10 +194,14 @@ def time_steps(models: Dict[str, nn.Module], x, mode, device, dtype, warmup: int
     for _ in range(runs):
         for name, model in models.items():
             synchronize(device)
-            start = time.perf_counter()
+            faults_before, start = minor_page_faults(), time.perf_counter()
             step(model, x, mode, device, dtype)
             synchronize(device)
-            best[name] = min(best[name], time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            if seconds < best[name]:
+                best[name] = seconds
+                if faults is not None:
+                    faults[name] = minor_page_faults() - faults_before
     return best
 
 
@@ -307,7 +322,8 @@ def run(args) -> None:
           + (', both torch.compile-d' if args.compile else ''))
     plain_header = f' {"plain s":>8} {"ratio":>6} |' if args.compare_plain else ''
     print(f'{"size":>10} {"batch":>5} {"mode":>8} | {"ours s":>8} {"ref s":>8} {"ratio":>6} |{plain_header} '
-          f'{"GFLOP/s ours":>12} {"ref":>7} | {"mem ours MB":>11} {"ref":>7} {"ratio":>6} | max |diff|')
+          f'{"GFLOP/s ours":>12} {"ref":>7} | {"mem ours MB":>11} {"ref":>7} {"ratio":>6} | max |diff| | '
+          f'faults/step ours ref')
     ratios, plain_ratios = [], []
     for size in sizes:
         height, width = (int(v) for v in size.split('x'))
@@ -323,7 +339,8 @@ def run(args) -> None:
             flops = forward_flops(reference, x)
             for mode in modes:
                 work = flops * (3 if mode == 'train' else 1)
-                times = time_steps(models, x, mode, device, dtype, args.warmup, args.runs)
+                faults = {}
+                times = time_steps(models, x, mode, device, dtype, args.warmup, args.runs, faults)
                 memory = {name: peak_memory(models[name], x, mode, device, dtype) / 2 ** 20
                           for name in ('ours', 'reference')}
                 ratio = times['reference'] / times['ours']
@@ -335,8 +352,8 @@ def run(args) -> None:
                     plain_cells = f' {times["plain"]:8.3f} {plain_ratios[-1]:6.2f} |'
                 print(f'{size:>10} {batch:>5} {mode:>8} | {times["ours"]:8.3f} {times["reference"]:8.3f} {ratio:6.2f} |'
                       f'{plain_cells} {work / times["ours"] / 1e9:12.1f} {work / times["reference"] / 1e9:7.1f} | '
-                      f'{memory["ours"]:11.0f} {memory["reference"]:7.0f} {memory_ratio} | {difference:.1e}',
-                      flush=True)
+                      f'{memory["ours"]:11.0f} {memory["reference"]:7.0f} {memory_ratio} | {difference:<10.1e} | '
+                      f'{faults["ours"] / 1e3:12.0f}k {faults["reference"] / 1e3:5.0f}k', flush=True)
     print(f'minimum ratio reference / ours: {min(ratios):.2f}'
           + (f'; plain / ours: {min(plain_ratios):.2f}' if plain_ratios else ''))
     if device.type == 'cpu':

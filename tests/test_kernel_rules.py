@@ -14,11 +14,20 @@ CPU, CUDA, META = torch.device('cpu'), torch.device('cuda'), torch.device('meta'
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without oneDNN')
 
 
+def on_cpu_with(monkeypatch, capability: str) -> None:
+    """Make ATen report ``capability`` ('AVX512', 'AVX2', ...) as this CPU's."""
+    monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: capability)
+
+
 @onednn
-def test_cpu_rules():
+def test_cpu_rules(monkeypatch):
     f32 = torch.float32
+    on_cpu_with(monkeypatch, 'AVX512')
     assert kernels.rule('linear', CPU, f32) == 'onednn'
     assert kernels.rule('linear', CPU, torch.float16) == 'aten'  # oneDNN's matmul does not take fp16
+    on_cpu_with(monkeypatch, 'AVX2')
+    assert kernels.rule('linear', CPU, f32) == 'aten'  # MKL's matmul is the faster one on AVX2-only CPUs
+    assert FastPath.from_arguments(kernels=dict(linear='onednn')).kernel('linear', CPU, f32) == 'onednn'
     lengths = (1, 49, SHORT_GROUP, SHORT_GROUP + 1, 256, 1050)
     assert [kernels.rule('attention_backward', CPU, f32, length=n) for n in lengths] == [
         'store', 'store', 'store', 'recompute', 'recompute', 'recompute']
@@ -92,7 +101,8 @@ def test_every_layer_shares_the_backbones_fast_path(backbone):
 
 
 @onednn
-def test_the_repr_says_which_kernels_run():
+def test_the_repr_says_which_kernels_run(monkeypatch):
+    on_cpu_with(monkeypatch, 'AVX512')
     two_stages = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2), strides=(4, 2), out_indices=(0, 1))
     text = repr(SwinTransformer(**two_stages))
     assert ('kernels: cpu float32: linear=onednn, attention_backward=store (<= 64 tokens) / '

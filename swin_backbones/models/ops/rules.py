@@ -6,9 +6,9 @@ the shape, the same in every process, so a run's speed and rounding repeat. docs
 gives the measurements behind each rule.
 
 * ``linear``, the matmul of the linear layers with its epilogue (bias, residual add, and in inference
-  the activation): ``onednn`` (``mkldnn._linear_pointwise``, one pass) on CPUs for the dtypes oneDNN
-  takes (fp32, and bf16 where the CPU has bf16 instructions); ``aten`` (addmm, then the epilogue in place)
-  elsewhere.
+  the activation): ``onednn`` (``mkldnn._linear_pointwise``, one pass) on CPUs for fp32 where ATen's CPU
+  capability is AVX-512, and for bf16 where the CPU has bf16 instructions; ``aten`` (addmm, then the epilogue
+  in place) elsewhere, AVX2-only CPUs included (there MKL's matmul under addmm is the faster one).
 * ``attention_backward``, how the training attention core gets its softmax probabilities back: on CPUs
   ``store`` (kept from the forward) for groups of at most :data:`SHORT_GROUP` tokens and ``recompute``
   (rebuilt chunk by chunk in backward from q, k and v) for longer ones; on other devices ``sdpa``
@@ -60,6 +60,12 @@ def onednn_takes(device: torch.device, dtype: torch.dtype) -> bool:
             and (dtype == torch.float32 or dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 
+def avx512_cpu() -> bool:
+    """Whether ATen runs its AVX-512 kernels here (``ATEN_CPU_CAPABILITY=avx2`` makes an AVX-512 CPU answer
+    no)."""
+    return torch.backends.cpu.get_cpu_capability().startswith('AVX512')
+
+
 def available(decision: str, device: torch.device, dtype: torch.dtype) -> Tuple[str, ...]:
     """The kernels of ``decision`` that can run on this device and dtype."""
     if decision == 'linear' and not onednn_takes(device, dtype):
@@ -75,7 +81,8 @@ def rule(decision: str, device: torch.device, dtype: torch.dtype, length: Option
     tokens; for the strided convolutions, the kernel size over the stride; for tiles, tokens ``width`` wide."""
     cpu = device.type == 'cpu'
     if decision == 'linear':
-        return 'onednn' if onednn_takes(device, dtype) else 'aten'
+        faster_than_addmm = dtype != torch.float32 or avx512_cpu()
+        return 'onednn' if onednn_takes(device, dtype) and faster_than_addmm else 'aten'
     if decision == 'attention_backward':
         if not cpu:
             return 'sdpa'
