@@ -16,7 +16,8 @@ as timed out, and the next one starts):
   autocast, with_cp, save_memory, 1 x 1, 97 x 131 and 800 x 1333 on a GPU, batches 1 and 2); each test's
   outcome and measured differences go to DIR/tests.jsonl as it ends.
 * benchmark-swin, benchmark-crossformer: Swin-T against mmdet's SwinTransformer at 800 x 1333 and
-  CrossFormer-S against the authors'-style plain CrossFormer at 800 x 1344, batch 2, bf16 autocast:
+  CrossFormer-S against the authors'-style plain CrossFormer at 800 x 1344, batch 2, bf16 autocast (fp32 on
+  a CPU without bf16 instructions):
   outputs in fp32 against the reference first, then inference and a training step (the fastest of
   --runs after --warmup, models taking turns) and their peak memory, for ours (default and save_memory),
   our impl='plain' and the reference. ``--quick`` runs them at 128 x 192, one warm-up and one run.
@@ -186,7 +187,10 @@ def _benchmark_part(model_name):
         benchmark = benchmark_module()
         if model_name == 'swin':
             import_mmdet_swin(args.mmdet_swin_from_source)
-        device, dtype = torch.device(args.device), torch.bfloat16
+        from swin_backbones.models.ops.rules import onednn_takes
+        device = torch.device(args.device)
+        # A CPU without bf16 instructions emulates bf16 autocast at a small fraction of fp32's speed.
+        dtype = torch.bfloat16 if device.type != 'cpu' or onednn_takes(device, torch.bfloat16) else torch.float32
         name, size = BENCHMARKS[model_name]
         size = QUICK_SIZE if args.quick else size
         height, width = (int(side) for side in size.split('x'))
@@ -199,7 +203,8 @@ def _benchmark_part(model_name):
             model.to(device)
             model.eval()  # mmdet's train() returns None: no chaining
         x = torch.randn(BATCH, 3, height, width, device=device)
-        result = dict(model=name, reference=reference_name, size=size, batch=BATCH, dtype='bf16',
+        result = dict(model=name, reference=reference_name, size=size, batch=BATCH,
+                      dtype='bf16' if dtype == torch.bfloat16 else 'fp32',
                       warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
         with torch.inference_mode(), benchmark.exact_fp32():
             expected = reference(x)
@@ -328,7 +333,8 @@ def tests_section(out):
 
 def benchmark_section(name, result, device_type):
     lines = [f'  {result["model"]} vs {result["reference"]}, {result["size"]}, batch {result["batch"]}, '
-             f'{result["dtype"]} autocast, fastest of {result["runs"]} runs',
+             + ('bf16 autocast' if result['dtype'] == 'bf16' else 'fp32 (this CPU has no bf16 instructions)')
+             + f', fastest of {result["runs"]} runs',
              f'  after {result["warmup"]} warm-up; reference forward {result["reference_forward_gflop"]:.0f} GFLOP',
              '  fp32 outputs, max |diff| from the reference: '
              + ', '.join(f'{label} {diff:.2g}' for label, diff in result['fp32_max_abs_diff'].items()),
