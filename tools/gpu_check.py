@@ -190,7 +190,8 @@ def _benchmark_part(model_name):
         from swin_backbones.models.ops.rules import onednn_takes
         device = torch.device(args.device)
         # A CPU without bf16 instructions emulates bf16 autocast at a small fraction of fp32's speed.
-        dtype = torch.bfloat16 if device.type != 'cpu' or onednn_takes(device, torch.bfloat16) else torch.float32
+        dtype_name = 'bf16' if device.type != 'cpu' or onednn_takes(device, torch.bfloat16) else 'fp32'
+        dtype = benchmark.DTYPES[dtype_name]
         name, size = BENCHMARKS[model_name]
         size = QUICK_SIZE if args.quick else size
         height, width = (int(side) for side in size.split('x'))
@@ -203,9 +204,7 @@ def _benchmark_part(model_name):
             model.to(device)
             model.eval()  # mmdet's train() returns None: no chaining
         x = torch.randn(BATCH, 3, height, width, device=device)
-        result = dict(model=name, reference=reference_name, size=size, batch=BATCH,
-                      dtype='bf16' if dtype == torch.bfloat16 else 'fp32',
-                      warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
+        result = dict(model=name, reference=reference_name, size=size, batch=BATCH, dtype=dtype_name, warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
         with torch.inference_mode(), benchmark.exact_fp32():
             expected = reference(x)
             result['fp32_max_abs_diff'] = {
