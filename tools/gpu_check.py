@@ -204,7 +204,8 @@ def _benchmark_part(model_name):
             model.to(device)
             model.eval()  # mmdet's train() returns None: no chaining
         x = torch.randn(BATCH, 3, height, width, device=device)
-        result = dict(model=name, reference=reference_name, size=size, batch=BATCH, dtype=dtype_name, warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
+        result = dict(model=name, reference=reference_name, size=size, batch=BATCH, dtype=dtype_name,
+                      warmup=args.warmup, runs=args.runs, fp32_tolerance=benchmark.FP32_TOLERANCE, rows=[])
         with torch.inference_mode(), benchmark.exact_fp32():
             expected = reference(x)
             result['fp32_max_abs_diff'] = {
